@@ -1,0 +1,152 @@
+"""The `retrain` flow: land new events → DVC snapshot → `dvc repro` → register → gate →
+promote or keep the champion → materialize online features. Prefect owns when it runs and the
+side effects; DVC owns the reproducible DAG (the flow calls `dvc repro`, it does not redo stages).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from seqops.config import Params, Paths, load_params, project_paths
+from seqops.features import store as feature_store
+from seqops.features.synthetic import write_batch
+from seqops.models.gate import run_gate
+from seqops.models.registry import Registry
+
+
+def tool_env() -> dict[str, str]:
+    """Subprocess environment where `seqops` and `dvc` resolve to this interpreter's install."""
+    bin_dir = str(Path(sys.executable).parent)
+    # progress bars through a pipe: one update every 10 s instead of hundreds of lines
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_MININTERVAL": "10"}
+
+
+def run_tool(args: list[str], paths: Paths) -> None:
+    """Run a tool in the project, streaming its output into the flow run's log as it comes."""
+    logger = get_run_logger()
+    logger.info("$ %s", " ".join(args))
+    tail: deque[str] = deque(maxlen=60)
+    proc = subprocess.Popen(args, cwd=paths.project, env=tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    for line in proc.stdout:
+        if line.strip():
+            logger.info("  %s", line.rstrip())
+            tail.append(line.rstrip())
+    if proc.wait() != 0:
+        raise RuntimeError(f"`{' '.join(args)}` failed with exit code {proc.returncode}:\n" + "\n".join(tail))
+
+
+@task
+def land_batch(params: Params, paths: Paths, batch: int | None, drift: float | None) -> Path:
+    """Drop a new synthetic batch into the landing folder (real logs arrive there the same way)."""
+    if batch is None:
+        batch = len(list(paths.raw.glob("batch-*.csv"))) + len(list(paths.landing.glob("batch-*.csv")))
+    synthetic = params.data.synthetic
+    if drift is not None:
+        synthetic = synthetic.model_copy(update={"drift": drift})
+    path = write_batch(synthetic, paths.landing, batch)
+    get_run_logger().info("landed %s (drift=%.2f)", path.name, synthetic.drift)
+    return path
+
+
+@task
+def collect_landing(paths: Paths) -> list[str]:
+    """Move landed files into the DVC-tracked raw folder; returns their names."""
+    paths.raw.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for file in sorted(paths.landing.glob("*.csv")):
+        target = paths.raw / file.name
+        if target.exists():
+            raise FileExistsError(f"{file.name} is already in {paths.raw}: rename the landed file")
+        file.rename(target)
+        moved.append(file.name)
+    get_run_logger().info("collected %d landed file(s): %s", len(moved), ", ".join(moved) or "none")
+    return moved
+
+
+@task(retries=2, retry_delay_seconds=5)
+def snapshot_data(paths: Paths) -> str:
+    """`dvc add` the landing folder: one DVC version per snapshot; returns its hash."""
+    run_tool(["dvc", "add", str(paths.raw.relative_to(paths.project))], paths)
+    dvc_file = paths.raw.with_suffix(".dvc").read_text()
+    return next(line.split(":")[1].strip() for line in dvc_file.splitlines() if "md5" in line)
+
+
+@task
+def repro(paths: Paths) -> None:
+    run_tool(["dvc", "repro"], paths)
+
+
+@task(retries=2, retry_delay_seconds=5)
+def push(paths: Paths) -> None:
+    run_tool(["dvc", "push"], paths)
+
+
+@task
+def register_candidate(paths: Paths, raw_version: str) -> str:
+    candidate = json.loads((paths.candidate / "seqops.json").read_text())
+    metrics = json.loads(paths.eval_metrics.read_text())
+    meta = {**candidate, "raw_data_version": raw_version, "eval_metrics": metrics, "actor": "flow:retrain"}
+    return Registry(paths).register(paths.candidate, meta)
+
+
+@task
+def gate(paths: Paths, params: Params, version: str) -> dict:
+    decision = run_gate(Registry(paths), version, paths, params)
+    logger = get_run_logger()
+    logger.info("gate verdict for %s: %s", version, decision["verdict"].upper())
+    for reason in decision["reasons"]:
+        logger.info("  - %s", reason)
+    return decision
+
+
+@task
+def promote_if_approved(paths: Paths, version: str, decision: dict) -> str | None:
+    registry = Registry(paths)
+    if decision["verdict"] == "promote":
+        registry.promote(version, actor="flow:retrain", reason="; ".join(decision["reasons"]))
+    return registry.champion()
+
+
+@task(retries=2, retry_delay_seconds=5)
+def materialize(paths: Paths, profile: str) -> None:
+    feature_store.materialize(paths, profile=profile)
+
+
+def decision_markdown(decision: dict, champion: str | None) -> str:
+    metrics = decision["metrics"]
+    rows = ["| metric | candidate | champion | popularity |", "|---|---|---|---|"]
+    for key in ("ndcg@10", "hr@10", "mrr"):
+        champ = metrics["champion"][key] if metrics["champion"] else float("nan")
+        rows.append(f"| {key} | {metrics['candidate'][key]:.4f} | {champ:.4f} | {metrics['popularity'][key]:.4f} |")
+    reasons = "\n".join(f"- {r}" for r in decision["reasons"])
+    return (f"## Gate: {decision['verdict'].upper()} {decision['candidate']}\n\n{reasons}\n\n" + "\n".join(rows)
+            + f"\n\nChampion now: **{champion}**\n\nEvidently report: `{decision['reports']['drift_html']}`\n")
+
+
+@flow(name="retrain", log_prints=True, timeout_seconds=3600)
+def retrain(project: str = ".", batch: int | None = None, drift: float | None = None, land: bool = True) -> dict:
+    """Retrain on the newest data and let the gate decide; returns the gate decision."""
+    paths = project_paths(project)
+    params = load_params(paths.project / "params.yaml")
+    if land:
+        land_batch(params, paths, batch, drift)
+    collect_landing(paths)
+    raw_version = snapshot_data(paths)
+    repro(paths)
+    push(paths)
+    feature_store.apply(paths, params.features.store_profile)  # idempotent; the registry serves online reads
+    version = register_candidate(paths, raw_version)
+    decision = gate(paths, params, version)
+    champion = promote_if_approved(paths, version, decision)
+    materialize(paths, params.features.store_profile)
+    create_markdown_artifact(decision_markdown(decision, champion), key="gate-decision", description="retrain gate")
+    return {**decision, "champion_after": champion, "raw_data_version": raw_version}

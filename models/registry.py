@@ -1,0 +1,358 @@
+"""Model registry: model versions live in the BentoML model store; the champion pointer, the version
+metadata and the append-only audit log live in a registry store chosen by `params.yaml` `registry:`
+— files under `.seqops/registry/` (local, the default) or PostgreSQL tables (`registry_sql.py`) for
+a team that shares one registry.
+
+Every write happens while holding the store's lock (a file lock, or a PostgreSQL advisory lock
+inside one transaction), so two promotes serialise and neither loses the other's update. The local
+champion pointer changes with one `os.replace`; the audit entry of that change travels inside the
+pointer too, so a crash between the rename and the audit append is repaired by the next writer
+(and `history()` already shows it). A crash at any point therefore leaves the old champion or the
+new one — never a missing or half-written pointer — and an audit log that agrees with it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from filelock import FileLock
+
+from seqops.config import ConfigError, Paths, RegistryParams, load_params
+
+MODEL_NAME = "seqops-recommender"
+CRASH_ENV = "SEQOPS_REGISTRY_CRASH_AT"
+DSN_ENV = "SEQOPS_REGISTRY_DSN"
+ACTOR_ENV = "SEQOPS_ACTOR"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation was refused (unknown version, rejected candidate, nothing to roll back)."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def crash_point(step: str) -> None:
+    """Fault injection for the atomicity tests: SIGKILL this process when $SEQOPS_REGISTRY_CRASH_AT
+    names `step` (no cleanup runs, exactly like a power cut or the OOM killer)."""
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write-then-rename: readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    crash_point("before-rename")
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def use_bentoml_home(paths: Paths) -> None:
+    """Keep the BentoML store inside the project's state root (must run before importing bentoml)."""
+    os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
+
+
+BENTOML_FILES = {"model.yaml"}  # what BentoML adds to a stored model directory
+
+
+def content_hash(artifact_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in artifact_dir.rglob("*") if p.is_file() and p.relative_to(artifact_dir).as_posix() not in BENTOML_FILES):
+        digest.update(file.relative_to(artifact_dir).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def default_actor() -> str:
+    """Who acts: $SEQOPS_ACTOR, else the OS user (containers may have no passwd entry)."""
+    try:
+        return os.environ.get(ACTOR_ENV) or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def version_number(version: str) -> int:
+    """`v0012-ab12cd` → 12 (versions sort by number, also past v9999)."""
+    return int(version[1:].split("-")[0])
+
+
+def empty_pointer() -> dict:
+    return {"champion": None, "previous": [], "event": None}
+
+
+class Store(Protocol):
+    """Where the registry keeps its state. Writes happen only inside `locked()`."""
+
+    def locked(self) -> Any: ...
+    def get(self, version: str) -> dict | None: ...
+    def versions(self) -> list[dict]: ...
+    def put(self, meta: dict) -> None: ...
+    def pointer(self) -> dict: ...
+    def set_pointer(self, pointer: dict) -> None: ...
+    def audit(self) -> list[dict]: ...
+    def history(self) -> list[dict]: ...
+    def append_audit(self, entry: dict) -> None: ...
+
+
+class LocalStore:
+    """JSON files under `.seqops/registry/`: `versions/<v>.json`, `champion.json`, `audit.jsonl`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "versions").mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(root / ".lock"), timeout=60)
+        self._pointer_path = root / "champion.json"
+        self._audit_path = root / "audit.jsonl"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:  # flock: released by the kernel when a holder dies
+            self._recover()
+            yield
+
+    def _recover(self) -> None:
+        """Finish what a killed writer left: drop its temp files, append its pending audit entry.
+        Only lock holders write here, so under the lock every temp file is an orphan."""
+        for tmp in [*self.root.glob(".*.tmp"), *(self.root / "versions").glob(".*.tmp")]:
+            tmp.unlink(missing_ok=True)
+        pending = self._pending_event(self.audit())
+        if pending:
+            self.append_audit(pending)
+
+    def _pending_event(self, entries: list[dict]) -> dict | None:
+        event = self.pointer().get("event")
+        last = entries[-1]["seq"] if entries else 0
+        return event if event and event["seq"] > last else None
+
+    def get(self, version: str) -> dict | None:
+        path = self.root / "versions" / f"{version}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def versions(self) -> list[dict]:
+        metas = [json.loads(f.read_text()) for f in (self.root / "versions").glob("v*.json")]
+        return sorted(metas, key=lambda m: version_number(m["version"]))
+
+    def put(self, meta: dict) -> None:
+        write_json_atomic(self.root / "versions" / f"{meta['version']}.json", meta)
+
+    def pointer(self) -> dict:
+        if not self._pointer_path.exists():
+            return empty_pointer()
+        return {**empty_pointer(), **json.loads(self._pointer_path.read_text())}
+
+    def set_pointer(self, pointer: dict) -> None:
+        write_json_atomic(self._pointer_path, pointer)
+
+    def audit(self) -> list[dict]:
+        """The log as written; a torn last line (a writer killed mid-append) is skipped."""
+        if not self._audit_path.exists():
+            return []
+        entries = []
+        for line in self._audit_path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        for index, entry in enumerate(entries, start=1):
+            entry.setdefault("seq", index)  # logs written before entries carried a seq
+        return entries
+
+    def append_audit(self, entry: dict) -> None:
+        with open(self._audit_path, "a+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            torn = size > 0 and fh.seek(size - 1) >= 0 and fh.read(1) != b"\n"  # finish a torn line first
+            fh.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def history(self) -> list[dict]:
+        entries = self.audit()
+        pending = self._pending_event(entries)
+        return entries + [pending] if pending else entries
+
+
+def registry_settings(paths: Paths) -> RegistryParams:
+    """The `registry:` section of the project's params.yaml (defaults when there is none)."""
+    params_file = paths.project / "params.yaml"
+    if not params_file.exists():
+        return RegistryParams()
+    try:
+        return load_params(params_file).registry
+    except ConfigError as exc:
+        raise RegistryError(str(exc)) from None
+
+
+def open_store(paths: Paths, settings: RegistryParams) -> Store:
+    if settings.backend == "postgres":
+        from seqops.models.registry_sql import PostgresStore
+
+        return PostgresStore(os.environ.get(DSN_ENV) or settings.postgres_dsn, settings.namespace)
+    return LocalStore(paths.registry)
+
+
+class Registry:
+    def __init__(self, paths: Paths, settings: RegistryParams | None = None):
+        self.paths = paths
+        self.root = paths.registry
+        self.settings = settings or registry_settings(paths)
+        self.store = open_store(paths, self.settings)
+        use_bentoml_home(paths)
+        from bentoml._internal.models.model import ModelStore
+
+        # BentoML's default store is a process-wide singleton; bind this project's store explicitly.
+        (paths.bentoml_home / "models").mkdir(parents=True, exist_ok=True)
+        self._store = ModelStore(str(paths.bentoml_home / "models"))
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, version: str) -> dict:
+        meta = self.store.get(version)
+        if meta is None:
+            raise RegistryError(f"unknown model version {version!r} (see `seqops models`)")
+        return meta
+
+    def versions(self) -> list[dict]:
+        return self.store.versions()
+
+    def pointer(self) -> dict:
+        """{"champion", "previous" (newest first), "updated_at", "event" (the audit entry of the last move)}."""
+        return self.store.pointer()
+
+    def champion(self) -> str | None:
+        return self.pointer()["champion"]
+
+    def model_dir(self, version: str) -> Path:
+        import bentoml
+
+        return Path(bentoml.models.get(f"{MODEL_NAME}:{version}", _model_store=self._store).path)
+
+    def history(self) -> list[dict]:
+        """The audit log, oldest first (each entry: seq, time, actor, action, version, previous, reason)."""
+        return self.store.history()
+
+    def latest_candidate(self) -> str:
+        gated = [v for v in self.versions() if v.get("decision")]
+        if not gated:
+            raise RegistryError("no gated candidate yet: run `seqops gate` or the retrain flow first")
+        return gated[-1]["version"]
+
+    # -- writing ---------------------------------------------------------------------------
+    def register(self, artifact_dir: Path, metadata: dict) -> str:
+        """Store a trained artifact as a new version (idempotent: same content → same version)."""
+        import bentoml
+
+        digest = content_hash(artifact_dir)
+        with self.store.locked():
+            versions = self.versions()
+            for existing in versions:
+                if existing["content_hash"] == digest:
+                    return existing["version"]
+            number = max((version_number(v["version"]) for v in versions), default=0) + 1
+            version = f"v{number:04d}-{digest[:6]}"
+            if not self._stored_intact(version, digest):
+                with bentoml.models.create(f"{MODEL_NAME}:{version}", labels={"stage": "candidate"},
+                                           metadata={"version": version}, _model_store=self._store) as model:
+                    shutil.copytree(artifact_dir, model.path, dirs_exist_ok=True)
+            self.store.put({**metadata, "version": version, "content_hash": digest, "created_at": now_iso(), "decision": None})
+            self.store.append_audit(self._entry("register", version, metadata.get("actor") or default_actor(), "trained"))
+        return version
+
+    def _stored_intact(self, version: str, digest: str) -> bool:
+        """Is this tag already in the BentoML store with exactly this content? (Another registry on
+        the same store put it there: reuse it.) A partial copy left by a killed writer is removed."""
+        import bentoml
+
+        try:
+            path = self.model_dir(version)
+        except bentoml.exceptions.NotFound:
+            return False
+        if content_hash(path) == digest:
+            return True
+        self._store.delete(f"{MODEL_NAME}:{version}")
+        return False
+
+    def record_decision(self, version: str, decision: dict) -> None:
+        with self.store.locked():
+            self.store.put({**self.get(version), "decision": decision})
+
+    def promote(self, version: str | None = None, *, actor: str | None = None, reason: str = "", force: bool = False) -> str:
+        """Make `version` (default: the latest gated candidate) the champion. A version the gate did
+        not approve needs `force` and a reason; both, with who did it, land in the audit log."""
+        with self.store.locked():
+            version = version or self.latest_candidate()
+            verdict = (self.get(version).get("decision") or {}).get("verdict")
+            approved = verdict == "promote"
+            if not approved and not force:
+                raise RegistryError(f"{version} was not approved by the gate (verdict: {verdict or 'not gated'}); "
+                                    "use --force --reason '...' to override")
+            if not approved and not reason.strip():
+                raise RegistryError("a forced promote needs --reason (it is recorded in the audit log)")
+            self._require_model(version)
+            pointer = self.pointer()
+            if pointer["champion"] == version:
+                return version
+            action = "promote" if approved else "promote-forced"
+            self._move(pointer, version, action, actor, reason or "gate approved", verdict=verdict)
+        return version
+
+    def rollback(self, *, actor: str | None = None, reason: str = "") -> str:
+        """Return to the previous champion (the exact model files it was served from)."""
+        with self.store.locked():
+            pointer = self.pointer()
+            if not pointer["previous"]:
+                raise RegistryError("nothing to roll back to: there is no previous champion")
+            target = pointer["previous"][0]
+            self._require_model(target)
+            self._move(pointer, target, "rollback", actor, reason or "manual rollback", rolled_back=True)
+        return target
+
+    def _require_model(self, version: str) -> None:
+        import bentoml
+
+        try:
+            self.model_dir(version)
+        except bentoml.exceptions.NotFound:
+            raise RegistryError(f"the model files of {version} are missing from the BentoML store "
+                                f"({self.paths.bentoml_home}); it cannot serve") from None
+
+    def _move(self, pointer: dict, version: str, action: str, actor: str | None, reason: str, *,
+              verdict: str | None = None, rolled_back: bool = False) -> None:
+        """The one place the champion changes: pointer (with its audit entry) first, then the log."""
+        old = pointer["champion"]
+        stack = pointer["previous"][1:] if rolled_back else [old, *pointer["previous"]]
+        previous = [v for v in stack if v and v != version]
+        entry = self._entry(action, version, actor or default_actor(), reason, previous=old, verdict=verdict)
+        crash_point("before-pointer")
+        self.store.set_pointer({"champion": version, "previous": previous, "updated_at": entry["time"], "event": entry})
+        crash_point("after-pointer")
+        self.store.append_audit(entry)
+        crash_point("after-audit")
+
+    def _entry(self, action: str, version: str, actor: str, reason: str, **extra: Any) -> dict:
+        entries = self.history()
+        seq = entries[-1]["seq"] + 1 if entries else 1
+        return {"seq": seq, "time": now_iso(), "actor": actor, "action": action, "version": version,
+                "reason": reason, **{k: v for k, v in extra.items() if v is not None}}

@@ -1,0 +1,152 @@
+"""Train SASRec with full-softmax next-item loss, validate with full-ranking NDCG@10 after every
+epoch, stop early after `patience` epochs without a gain, and keep the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from seqops.config import EvaluateParams, TrainParams
+from seqops.models.data import make_loader, pad_left, trim_left_padding
+from seqops.models.evaluate import ScoreFn, evaluate
+from seqops.models.sasrec import SASRecModel
+
+log = logging.getLogger(__name__)
+
+SELECT_METRIC = "ndcg@10"
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch, see train_sasrec
+    best_epoch: int = 0  # 1-based; the model holds this epoch's weights
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.history[self.best_epoch - 1]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def score_fn_for(model: SASRecModel, max_len: int, device: str | torch.device) -> ScoreFn:
+    """histories -> [B, n_items + 1] float32 numpy scores, in eval mode and full precision."""
+
+    def score(histories: Sequence[np.ndarray]) -> np.ndarray:
+        model.eval()
+        (input_ids,) = trim_left_padding(torch.from_numpy(pad_left(histories, max_len)))
+        with torch.inference_mode():
+            return model.next_item_scores(input_ids.to(device)).cpu().numpy()
+
+    return score
+
+
+def train_sasrec(
+    model: SASRecModel,
+    train_seqs: Sequence[np.ndarray],
+    valid_inputs: Sequence[np.ndarray],
+    valid_targets: np.ndarray,
+    p: TrainParams,
+    eval_p: EvaluateParams,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """History rows: epoch, train_loss, val_ndcg@10, val_hr@10, seconds (training), eval_seconds, seq_per_s.
+
+    The model is trained in place, ends on the chosen device and holds the best epoch's weights.
+    """
+    if len(valid_targets) == 0:
+        raise ValueError("no validation users: early stopping needs a validation set")
+    torch.manual_seed(p.seed)
+    np.random.seed(p.seed)
+    device = resolve_device(p.device)
+    max_len = model.config.max_len
+    loader = make_loader(train_seqs, max_len, p.batch_size, shuffle=True, seed=p.seed)
+    if len(loader.dataset) == 0:
+        raise ValueError("no training sequences with at least 2 items")
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp_dtype == torch.float16)
+    eval_p = eval_p.model_copy(update={"ks": sorted({*eval_p.ks, 10})})
+    score_fn = score_fn_for(model, max_len, device)
+
+    result, best_score, best_state, stale = TrainResult(), -1.0, None, 0
+    for epoch in range(1, p.epochs + 1):
+        model.train()
+        start, seen, loss_sum, n_targets = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=not progress)
+        for input_ids, labels in bar:
+            input_ids, labels = input_ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+                loss = model(input_ids, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+            batch_targets = int((labels != 0).sum())
+            loss_sum += loss.item() * batch_targets  # the epoch loss is the mean over all target positions
+            n_targets += batch_targets
+            seen += len(labels)
+            bar.set_postfix(loss=f"{loss_sum / n_targets:.4f}", seq_s=f"{seen / (time.perf_counter() - start):.0f}")
+        seconds = time.perf_counter() - start
+
+        metrics = evaluate(score_fn, valid_inputs, valid_targets, eval_p, progress=progress)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / n_targets,
+            "val_ndcg@10": metrics["ndcg@10"],
+            "val_hr@10": metrics["hr@10"],
+            "seconds": seconds,
+            "eval_seconds": time.perf_counter() - start - seconds,
+            "seq_per_s": seen / seconds,
+        }
+        result.history.append(row)
+        log.info(", ".join(f"{k}={v:.4g}" for k, v in row.items()))
+
+        if metrics[SELECT_METRIC] > best_score:
+            best_score, result.best_epoch, stale = metrics[SELECT_METRIC], epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= p.patience:
+                log.info("early stop after epoch %d: best %s %.4f at epoch %d", epoch, SELECT_METRIC, best_score, result.best_epoch)
+                break
+
+    model.load_state_dict(best_state)
+    return result
+
+
+def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
+    """PNG with the training loss and the validation NDCG@10 / HR@10 per epoch."""
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(9, 3.5), layout="constrained")  # no pyplot: renders with Agg, no display needed
+    loss_ax, val_ax = fig.subplots(1, 2)
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker="o")
+    loss_ax.set(title="train loss", xlabel="epoch")
+    for key in ("val_ndcg@10", "val_hr@10"):
+        val_ax.plot(epochs, [row[key] for row in history], marker="o", label=key)
+    val_ax.set(title="validation", xlabel="epoch")
+    val_ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+__all__ = ["TrainResult", "plot_history", "resolve_device", "score_fn_for", "train_sasrec"]

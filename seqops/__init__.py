@@ -1,0 +1,1 @@
+"""seqops: an orchestrated MLOps pipeline for user-behaviour sequences."""

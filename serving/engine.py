@@ -1,0 +1,560 @@
+"""What the service does, without HTTP: hold the champion and the vocabularies, read histories
+from the Feast online store, score many requests in one forward pass, turn scores into answers,
+and fold fresh events into users' online feature rows.
+
+`Engine` is single-threaded: the service calls it from one thread only (the event loop, or its
+one worker thread with `serving.engine_thread`), so model calls, Feast reads and pushes are
+serialised and a user's read-modify-write in `push_events` cannot interleave with another request
+of the same process (several worker processes can race on the same user: last push wins). Only a
+new champion is loaded on a side thread, and swapped in with one reference assignment.
+
+Heads. Today's SASRec only scores the next item. A model can declare more heads through its
+config (`config.heads`, or `heads` in seqops.json) or simply by having the methods below; the
+service finds them generically, so a multi-task champion is served without code changes (an
+artifact whose class is not SASRec names it in seqops.json: `"model_class": "module:Class"`):
+
+  next_item    next_item_scores(input_ids) -> [B, n_items + 1]
+  next_action  next_action_scores(input_ids, type_ids) -> [B, len(config.event_types)] logits
+  churn        churn_scores(input_ids, type_ids) -> [B] logits
+
+`input_ids`/`type_ids` are left-padded [B, L] (type ids: 1 + index in config.event_types, 0 = pad).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from seqops.config import Params, Paths
+from seqops.features import store as feature_store
+from seqops.models.baselines import PopularityModel
+from seqops.models.registry import Registry
+from seqops.models.sasrec import SASRecModel
+from seqops.serving.package import PINNED_ENV, SNAPSHOT_DIR
+from seqops.serving.ranking import recommend_items
+
+log = logging.getLogger("seqops.serving")
+
+HEAD_METHODS = {"next_item": "next_item_scores", "next_action": "next_action_scores", "churn": "churn_scores"}
+CHAMPION_CHECK_S = 0.25  # how often the registry's champion pointer is re-read (any backend)
+VOCAB_CHECK_S = 1.0  # how often the vocabulary files are stat-ed for a new ingest
+STORE_RETRY_S = 5.0  # how often a feature store that could not be opened is tried again
+STORE_BREAK_S = 1.0  # after a failed read, answer with the fallback for this long before trying again
+
+
+class RequestError(Exception):
+    """A request that is well-formed but cannot be answered as asked (unknown item, missing head)."""
+
+    def __init__(self, status: int, message: str, loc: tuple = ()):
+        super().__init__(message)
+        self.status, self.message, self.loc = status, message, loc
+
+    def body(self) -> dict:
+        return {"error": self.message, "detail": [{"loc": list(self.loc), "msg": self.message}] if self.loc else []}
+
+
+def provisional_key(raw_user: str) -> int:
+    """Online-store key of a user the trained vocabulary does not know yet: negative (ingest hands
+    out 1, 2, ...), stable across processes and restarts."""
+    digest = hashlib.blake2b(raw_user.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return -(int.from_bytes(digest, "big") >> 1) - 1
+
+
+def quantize(model: nn.Module) -> nn.Module:
+    """int8 dynamic quantisation of the Linear layers (weights int8, activations quantised per call)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    for module in quantized.modules():
+        if isinstance(module, nn.TransformerEncoderLayer):
+            # the fused fast path reads `linear1.weight` as a tensor; quantised layers expose a method
+            module.activation_relu_or_gelu = 0
+    return quantized
+
+
+def model_class(meta: dict) -> type:
+    """The artifact's model class: `model_class` in seqops.json ("package.module:Class"), else SASRec."""
+    spec = meta.get("model_class")
+    if not spec:
+        return SASRecModel
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def detect_heads(model: nn.Module, meta: dict) -> tuple[str, ...]:
+    declared = getattr(model.config, "heads", None) or meta.get("heads")
+    if declared:
+        return tuple(h for h in declared if callable(getattr(model, HEAD_METHODS.get(h, ""), None)))
+    return tuple(h for h, method in HEAD_METHODS.items() if callable(getattr(model, method, None)))
+
+
+@dataclass
+class Champion:
+    """One loaded model version and everything needed to answer with it; swapped whole."""
+
+    version: str
+    model: nn.Module
+    max_len: int
+    n_items: int
+    popularity: np.ndarray  # [n_items + 1] float32, padding column -inf
+    raw_items: np.ndarray  # dense id -> raw id (object array), index 0 unused
+    category_masks: dict[str, np.ndarray]  # category -> bool [n_items + 1]
+    heads: tuple[str, ...]
+    event_types: tuple[str, ...]
+    meta: dict
+    quantized: bool
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(cls, registry: Registry, version: str, *, quantized: bool) -> "Champion":
+        return cls.from_dir(registry.model_dir(version), version, quantized=quantized)
+
+    @classmethod
+    def from_dir(cls, path: Path, version: str, *, quantized: bool) -> "Champion":
+        meta = json.loads((path / "seqops.json").read_text())
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the server log per promote
+        model = model_class(meta).from_pretrained(path)
+        model.eval()
+        if quantized:
+            model = quantize(model)
+        n_items = model.config.n_items
+        popularity = PopularityModel.load(path / "popularity").counts.astype(np.float32)
+        popularity = np.pad(popularity, (0, max(0, n_items + 1 - len(popularity))))[: n_items + 1]
+        popularity[0] = -np.inf
+        items = pd.read_parquet(path / "items.parquet")
+        items = items[(items["item_id"] >= 1) & (items["item_id"] <= n_items)]
+        raw_items = np.empty(n_items + 1, dtype=object)
+        raw_items[:] = [str(i) for i in range(n_items + 1)]
+        raw_items[items["item_id"].to_numpy()] = items["raw_id"].astype(str).to_numpy()
+        masks = {}
+        if "category" in items:
+            for category, group in items.groupby(items["category"].astype(str)):
+                mask = np.zeros(n_items + 1, dtype=bool)
+                mask[group["item_id"].to_numpy()] = True
+                masks[category] = mask
+        event_types = tuple(getattr(model.config, "event_types", None) or meta.get("event_types") or ())
+        return cls(version, model, model.config.max_len, n_items, popularity, raw_items, masks,
+                   detect_heads(model, meta), event_types, meta, quantized)
+
+    @torch.inference_mode()
+    def next_item_scores(self, histories: list[np.ndarray]) -> np.ndarray:
+        """[B, n_items + 1] float32 for dense-id histories (unknown ids dropped, newest last)."""
+        input_ids = self._pad([h[(h > 0) & (h <= self.n_items)] for h in histories])
+        return self.model.next_item_scores(torch.from_numpy(input_ids)).numpy()
+
+    @torch.inference_mode()
+    def head(self, name: str, histories: list[np.ndarray], types: list[list[str]]) -> np.ndarray:
+        input_ids = self._pad([np.clip(h, 0, self.n_items) for h in histories])
+        index = {t: i + 1 for i, t in enumerate(self.event_types)}
+        type_ids = self._pad([np.asarray([index.get(t, 0) for t in ts], dtype=np.int64) for ts in types])
+        out = getattr(self.model, HEAD_METHODS[name])(torch.from_numpy(input_ids), torch.from_numpy(type_ids))
+        return out.float().numpy()
+
+    def _pad(self, seqs: list[np.ndarray]) -> np.ndarray:
+        seqs = [s[-self.max_len:] for s in seqs]
+        width = max(1, max((len(s) for s in seqs), default=1))  # positions count from the right
+        out = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, seq in zip(out, seqs):
+            if len(seq):
+                row[width - len(seq):] = seq
+        return out
+
+
+@dataclass
+class Query:
+    """One request's history, resolved to dense ids."""
+
+    raw_user: str | None
+    items: np.ndarray | None = None  # dense ids, oldest first
+    types: list[str] | None = None
+    fallback_reason: str | None = None
+    user_key: int | None = None  # online-store key still to read
+
+
+def engine_executor(threads: int):
+    """The engine's single worker thread. torch's intra-op thread count is per calling thread
+    (OpenMP), so it is set in the worker itself: left at the default (all cores) every tiny
+    forward pass spin-waits for a second core the event loop is using — 100 ms stalls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqops-engine", initializer=torch.set_num_threads,
+                              initargs=(threads,))
+
+
+class Engine:
+    def __init__(self, paths: Paths, params: Params, *, quantized: bool | None = None, registry: Registry | None = None):
+        self.paths, self.params = paths, params
+        self.quantized = params.serving.quantize if quantized is None else quantized
+        torch.set_num_threads(params.serving.torch_threads)
+        self.registry = registry or Registry(paths)
+        self.store = None
+        self.store_error: str | None = None
+        self._store_retry_at = 0.0
+        self._store_down_until = 0.0
+        self._open_store()
+        self._users: dict[str, int] = {}
+        self._catalog: dict[str, int] = {}
+        self._categories: dict[int, str] = {}
+        self._vocab_stamp: tuple = ()
+        self._vocab_checked = 0.0
+        self._refresh_vocab(force=True)
+        self.champion: Champion | None = None
+        self._champion_checked = 0.0
+        self._loading: threading.Thread | None = None
+        version = self.registry.champion()
+        if version is not None:
+            self.champion = Champion.load(self.registry, version, quantized=self.quantized)
+        elif os.environ.get(PINNED_ENV):
+            self.champion = self._pinned(os.environ[PINNED_ENV])
+        if self.champion is not None:
+            log.info("serving %s (heads: %s, quantized: %s)", self.champion.version, ", ".join(self.champion.heads), self.quantized)
+            if not self._catalog:  # no ingest vocabulary here (a Bento): the model's own catalogue
+                self._catalog = dict(zip(self.champion.raw_items[1:].tolist(), range(1, self.champion.n_items + 1)))
+        self._champion_checked = time.monotonic()
+
+    def _pinned(self, version: str) -> Champion:
+        """The model packaged in a Bento (BentoML's own store), when no registry names a champion."""
+        import bentoml
+
+        from seqops.models.registry import MODEL_NAME
+
+        path = Path(bentoml.models.get(f"{MODEL_NAME}:{version}").path)
+        return Champion.from_dir(path, version, quantized=self.quantized)
+
+    # -- state ------------------------------------------------------------------------------
+    def _open_store(self) -> None:
+        """Open the FeatureStore and its feature service once; after a failure, retry at most
+        every STORE_RETRY_S (a request must not pay for a reconnect attempt each time)."""
+        if time.monotonic() < self._store_retry_at:
+            return
+        self._store_retry_at = time.monotonic() + STORE_RETRY_S
+        try:
+            profile = getattr(self.params.features, "store_profile", None)
+            self.store = feature_store.open_store(self.paths, profile) if profile else feature_store.open_store(self.paths)
+            self.feature_service = self.store.get_feature_service(feature_store.FEATURE_SERVICE)
+            self.store_error = None
+        except Exception as exc:  # noqa: BLE001 - any Feast failure means "answer without it"
+            self.store, self.store_error = None, f"{type(exc).__name__}: {exc}"
+            log.warning("feature store unavailable: %s", self.store_error)
+
+    def ready(self) -> bool:
+        return self.champion is not None and self.store is not None
+
+    def current(self) -> Champion:
+        """The champion to answer with; notices a promote within CHAMPION_CHECK_S and loads the
+        new version on a side thread while the old one keeps answering."""
+        now = time.monotonic()
+        if now - self._champion_checked >= CHAMPION_CHECK_S:
+            self._champion_checked = now
+            self._refresh_vocab()
+            try:
+                version = self.registry.champion()
+            except Exception:  # noqa: BLE001 - a registry hiccup must not fail requests
+                log.exception("could not read the champion pointer; keeping %s", self.champion and self.champion.version)
+                version = None
+            if version and (self.champion is None or version != self.champion.version):
+                if self.champion is None:
+                    self.champion = Champion.load(self.registry, version, quantized=self.quantized)
+                elif self._loading is None or not self._loading.is_alive():
+                    self._loading = threading.Thread(target=self._load, args=(version,), daemon=True, name="champion-load")
+                    self._loading.start()
+        if self.champion is None:
+            raise RequestError(503, "no champion model yet: run the retrain flow and promote one")
+        return self.champion
+
+    def _load(self, version: str) -> None:
+        torch.set_num_threads(self.params.serving.torch_threads)
+        try:
+            champion = Champion.load(self.registry, version, quantized=self.quantized)
+        except Exception:  # noqa: BLE001
+            log.exception("could not load champion %s; keeping %s", version, self.champion.version)
+            return
+        self.champion = champion  # one reference swap: a batch holds the object it started with
+        log.info("serving champion %s (heads: %s)", version, ", ".join(champion.heads))
+
+    def wait_for_load(self, timeout: float = 60) -> None:
+        if self._loading is not None:
+            self._loading.join(timeout)
+
+    def _refresh_vocab(self, force: bool = False) -> None:
+        """Users and items as ingest last wrote them (a retrain adds users; ids never move)."""
+        now = time.monotonic()
+        if not force and now - self._vocab_checked < VOCAB_CHECK_S:
+            return
+        self._vocab_checked = now
+        vocab = self.paths.vocab
+        if not (vocab / "users.parquet").exists() and (self.paths.project / SNAPSHOT_DIR / "vocab").exists():
+            vocab = self.paths.project / SNAPSHOT_DIR / "vocab"  # a Bento without the project's state
+        files = [vocab / "users.parquet", vocab / "items.parquet"]
+        stamp = tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in files)
+        if stamp == self._vocab_stamp:
+            return
+        try:
+            users = pd.read_parquet(files[0]) if files[0].exists() else pd.DataFrame(columns=["raw_id", "user_id"])
+            items = pd.read_parquet(files[1]) if files[1].exists() else pd.DataFrame(columns=["raw_id", "item_id", "category"])
+        except Exception:  # noqa: BLE001 - a half-written file: try again next time
+            log.warning("vocabulary not readable yet; keeping the previous one")
+            return
+        self._users = dict(zip(users["raw_id"].astype(str), users["user_id"].astype(np.int64).tolist()))
+        self._catalog = dict(zip(items["raw_id"].astype(str), items["item_id"].astype(np.int64).tolist()))
+        categories = items["category"].astype(str) if "category" in items else pd.Series("unknown", index=items.index)
+        self._categories = dict(zip(items["item_id"].astype(np.int64).tolist(), categories))
+        self._vocab_stamp = stamp
+
+    def user_key(self, raw_user: str) -> tuple[int, bool]:
+        """(online-store key, known to the trained vocabulary)."""
+        dense = self._users.get(raw_user)
+        return (dense, True) if dense is not None else (provisional_key(raw_user), False)
+
+    def item_id(self, raw_item: str) -> int | None:
+        return self._catalog.get(raw_item)
+
+    # -- histories --------------------------------------------------------------------------
+    def resolve(self, req) -> Query:
+        """Explicit items → dense ids (unknown → RequestError naming the index); user → key to read."""
+        if req.items is not None:
+            ids = []
+            for i, raw in enumerate(req.items):
+                dense = self._catalog.get(raw)
+                if dense is None:
+                    raise RequestError(400, f"items[{i}]: unknown item id {raw!r}", ("items", i))
+                ids.append(dense)
+            types = list(req.event_types) if req.event_types is not None else ["view"] * len(ids)
+            return Query(None, np.asarray(ids, dtype=np.int64), types)
+        key, _ = self.user_key(req.user_id)
+        return Query(req.user_id, user_key=key)
+
+    def read_histories(self, queries: list[Query]) -> None:
+        """One online read for every query that needs one; Feast down → popularity fallback."""
+        todo = [q for q in queries if q.user_key is not None and q.items is None and q.fallback_reason is None]
+        if not todo:
+            return
+        if self.store is None:
+            self._open_store()
+        rows = None
+        if self.store is not None and time.monotonic() >= self._store_down_until:
+            keys = sorted({q.user_key for q in todo})
+            try:
+                response = self.store.get_online_features(
+                    features=self.feature_service, entity_rows=[{"user_id": k} for k in keys]).to_dict()
+                rows = {k: (response["last_items"][i], response["last_types"][i]) for i, k in enumerate(keys)}
+            except Exception as exc:  # noqa: BLE001
+                self.store_error = f"{type(exc).__name__}: {exc}"
+                self._store_down_until = time.monotonic() + STORE_BREAK_S  # don't wait on a dead store per batch
+                log.warning("feature store read failed: %s", self.store_error)
+        for q in todo:
+            if rows is None:
+                q.fallback_reason = "feature store unavailable"
+                continue
+            items, types = rows[q.user_key]
+            if not items:
+                q.fallback_reason = "unknown user" if q.user_key < 0 else "no online features for this user"
+                continue
+            q.items = np.asarray(items, dtype=np.int64)
+            q.types = list(types or [])
+
+    # -- answers ----------------------------------------------------------------------------
+    def recommend(self, requests: list) -> list:
+        """Answer many /recommend requests with one online read and one forward pass. Each result
+        is a response dict or a RequestError; the whole batch names one model version."""
+        prepared = self.prepare(requests)
+        if isinstance(prepared, RequestError):
+            return [prepared] * len(requests)
+        champion, queries, personal = prepared
+        matrix = None
+        if personal:
+            try:
+                matrix = champion.next_item_scores([q.items for q in personal])
+            except Exception:  # noqa: BLE001 - a model failure degrades to popularity, flagged
+                log.exception("model %s failed on a batch of %d", champion.version, len(personal))
+        return self.finish(champion, requests, queries, personal, matrix)
+
+    def prepare(self, requests: list):
+        """(champion, queries, the queries the model scores) — or a RequestError for all."""
+        try:
+            champion = self.current()
+        except RequestError as exc:
+            return exc
+        queries: list[Query | RequestError] = []
+        for req in requests:
+            try:
+                queries.append(self.resolve(req))
+            except RequestError as exc:
+                queries.append(exc)
+        valid = [q for q in queries if isinstance(q, Query)]
+        self.read_histories(valid)
+        return champion, queries, [q for q in valid if q.fallback_reason is None]
+
+    def finish(self, champion: Champion, requests: list, queries: list, personal: list, matrix: np.ndarray | None) -> list:
+        """Scores → answers (matrix rows follow `personal`; None = the model failed)."""
+        if matrix is None:
+            for q in personal:
+                q.fallback_reason = "model error"
+        scores = {} if matrix is None else {id(q): row for q, row in zip(personal, matrix)}
+        out = []
+        for req, q in zip(requests, queries):
+            if isinstance(q, RequestError):
+                out.append(q)
+                continue
+            try:
+                out.append(self._answer(champion, req, q, scores.get(id(q))))
+            except RequestError as exc:
+                out.append(exc)
+        return out
+
+    def _answer(self, champion: Champion, req, q: Query, row: np.ndarray | None) -> dict:
+        if req.category is not None and req.category not in champion.category_masks:
+            raise RequestError(400, f"category: unknown category {req.category!r}", ("category",))
+        scores = champion.popularity if row is None else row
+        history = q.items if q.items is not None else np.zeros(0, dtype=np.int64)
+        exclude = history if req.exclude_seen else np.zeros(0, dtype=np.int64)
+        if req.category is not None:
+            scores = np.where(champion.category_masks[req.category], scores, -np.inf)
+        top, top_scores = recommend_items(scores, exclude, req.k)
+        return {
+            "user_id": q.raw_user,
+            "items": champion.raw_items[top].tolist(),
+            "scores": [round(float(s), 5) for s in top_scores],
+            "model_version": champion.version,
+            "fallback": q.fallback_reason is not None,
+            "fallback_reason": q.fallback_reason,
+        }
+
+    def head(self, name: str, req) -> dict:
+        """/next_action and /churn: answered only by a champion with that head."""
+        champion = self.current()
+        if name not in champion.heads:
+            raise RequestError(404, f"model {champion.version} has no {name} head (its heads: {', '.join(champion.heads)})")
+        q = self.resolve(req)
+        self.read_histories([q])
+        if q.fallback_reason is not None:
+            raise RequestError(404, f"user_id: no history for {req.user_id!r} ({q.fallback_reason})", ("user_id",))
+        out = champion.head(name, [q.items], [q.types or []])[0]
+        if name == "next_action":
+            names = champion.event_types or tuple(self.params.ingest.event_types)
+            probs = np.exp(out - out.max())
+            probs /= probs.sum()
+            return {"user_id": q.raw_user, "model_version": champion.version,
+                    "probabilities": {t: round(float(p), 5) for t, p in zip(names, probs)}}
+        return {"user_id": q.raw_user, "model_version": champion.version,
+                "churn_probability": round(1.0 / (1.0 + math.exp(-float(np.ravel(out)[0]))), 5)}
+
+    def metadata(self) -> dict:
+        champion = self.current()
+        try:
+            meta = self.registry.get(champion.version)
+        except Exception:  # noqa: BLE001 - the artifact's own metadata is still an answer
+            meta = champion.meta
+        decision = meta.get("decision") or {}
+        return {
+            "model_version": champion.version,
+            "data_version": meta.get("data_version"),
+            "params_hash": meta.get("params_hash"),
+            "metrics": (decision.get("metrics") or {}).get("candidate") or meta.get("eval_metrics", {}).get("sasrec"),
+            "heads": list(champion.heads),
+            "quantized": champion.quantized,
+            "items": champion.n_items,
+        }
+
+    # -- fresh events -----------------------------------------------------------------------
+    def prepare_events(self, events: list, received_at: float | None = None) -> "PreparedEvents":
+        """Validate events against the catalogue and group them by user; no side effects.
+        Unknown item → RequestError naming `events[i].item_id`."""
+        received_at = received_at or time.time()
+        prepared = PreparedEvents()
+        for i, ev in enumerate(events):
+            dense = self._catalog.get(ev.item_id)
+            if dense is None:
+                raise RequestError(400, f"events[{i}].item_id: unknown item id {ev.item_id!r}", ("events", i, "item_id"))
+            ts = received_at if ev.timestamp is None else float(ev.timestamp)
+            prepared.by_user.setdefault(ev.user_id, []).append((dense, ev.event_type, ts))
+            prepared.landed.append({"user_id": ev.user_id, "item_id": ev.item_id, "category": self._categories.get(dense, ""),
+                                    "event_type": ev.event_type, "timestamp": f"{ts:.3f}"})
+        return prepared
+
+    def push_prepared(self, prepared: "PreparedEvents") -> list[dict]:
+        """Fold the events into each user's online row (read current row, append, push)."""
+        if self.store is None:
+            self._open_store()
+        if self.store is None:
+            raise RequestError(503, f"feature store unavailable: {self.store_error}")
+        keys = {user: self.user_key(user) for user in prepared.by_user}
+        try:
+            current = self.store.get_online_features(
+                features=self.feature_service, entity_rows=[{"user_id": k} for k, _ in keys.values()]).to_dict()
+            columns = ["last_items", "last_types", "secs_since_prev", "n_events", "n_sessions", "last_ts"]
+            rows, summary = [], []
+            for i, (user, evs) in enumerate(prepared.by_user.items()):
+                key, known = keys[user]
+                before = {c: current[c][i] for c in columns}
+                row = next_row(before if before["last_items"] else None, evs,
+                               self.params.features.max_len, self.params.ingest.session_gap_s)
+                rows.append({"user_id": key, **row})
+                summary.append({"user_id": user, "n_events": row["n_events"], "new_user": not known})
+            feature_store.push_user_rows(self.store, rows)
+        except Exception as exc:  # noqa: BLE001 - landed already; the next retrain still sees them
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            log.warning("feature store push failed: %s", self.store_error)
+            raise RequestError(503, f"feature store unavailable: {self.store_error} (events were logged for the next retrain)") from None
+        return summary
+
+    def push_events(self, events: list, received_at: float | None = None) -> list[dict]:
+        return self.push_prepared(self.prepare_events(events, received_at))
+
+
+@dataclass
+class PreparedEvents:
+    by_user: dict[str, list[tuple[int, str, float]]] = field(default_factory=dict)
+    landed: list[dict] = field(default_factory=list)
+
+
+def next_row(current: dict | None, events: list[tuple[int, str, float]], max_len: int, session_gap_s: int) -> dict:
+    """A user's online feature row after `events` ((dense item, type, unix seconds), any order),
+    computed the way `features.sequences.user_feature_table` computes it from the full log."""
+    items = list(current["last_items"]) if current else []
+    types = list(current["last_types"]) if current else []
+    n_events = int(current["n_events"]) if current else 0
+    n_sessions = int(current["n_sessions"]) if current else 0
+    last = float(current["last_ts"]) if current and current.get("last_ts") is not None else None
+    gap = float(current["secs_since_prev"]) if current and current.get("secs_since_prev") is not None else 0.0
+    latest = last
+    for item, kind, ts in sorted(events, key=lambda e: e[2]):
+        gap = 0.0 if last is None else max(0.0, ts - last)
+        if last is None or gap > session_gap_s:
+            n_sessions += 1
+        items.append(int(item))
+        types.append(kind)
+        n_events += 1
+        last = ts
+        latest = ts if latest is None else max(latest, ts)
+    return {
+        "event_timestamp": datetime.fromtimestamp(latest, tz=timezone.utc),
+        "last_items": items[-max_len:],
+        "last_types": types[-max_len:],
+        "secs_since_prev": float(gap),
+        "n_events": n_events,
+        "n_sessions": n_sessions,
+        "last_ts": int(math.floor(latest)),
+    }
+
+
+__all__ = ["Champion", "Engine", "Query", "RequestError", "next_row", "provisional_key", "quantize"]

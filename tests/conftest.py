@@ -1,0 +1,52 @@
+"""Shared fixtures: a real seqops project (git + DVC + Feast repo) in a temp folder, with small params."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["params.yaml", "dvc.yaml", "feature_repo", "features", "models", "requirements", ".dvc/config"]
+
+SMALL = {
+    "data": {"synthetic": {"n_users": 300, "n_items": 150, "n_categories": 8, "sessions_per_user": 3.0}},
+    "features": {"max_len": 20},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2},
+    "train": {"epochs": 4, "batch_size": 64, "patience": 2},
+    "gate": {"min_eval_users": 20},
+}
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = deep_update(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def make_project(root: Path, overrides: dict | None = None) -> Path:
+    """Copy the project files into `root`, apply param overrides, `git init` + `dvc init`."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, root / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        elif name != ".dvc/config":
+            shutil.copy(src, dst)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(deep_update(params, deep_update(dict(SMALL), overrides or {}))))
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([str(bin_dir / "dvc"), "init", "-q"], cwd=root, check=True)
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")
