@@ -27,7 +27,7 @@ def setup(project: Path) -> tuple[Params, Paths]:
     for noisy in ("httpx", "feast.infra.registry.registry", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     paths = project_paths(project)
-    os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
+    os.environ["BENTOML_HOME"] = str(paths.bentoml_home)  # the project's store, never an inherited one
     (paths.home / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(paths.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -65,8 +66,10 @@ def build_bento(paths: Paths, source: Path) -> str:
     snapshot_vocab(paths)
     bentofile = write_bentofile(paths, version, build_wheel(paths, source))
     bentoml = str(Path(sys.executable).parent / "bentoml")
+    # the project's model store, whatever $BENTOML_HOME the caller inherited
+    env = {**os.environ, "BENTOML_HOME": str(paths.bentoml_home)}
     done = subprocess.run([bentoml, "build", "-f", str(bentofile), "-o", "tag", str(paths.project)],
-                          cwd=paths.project, capture_output=True, text=True)
+                          cwd=paths.project, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{done.stderr[-3000:]}")
     return done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")

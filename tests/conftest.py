@@ -50,3 +50,17 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _keep_bentoml_home():
+    """Registry() sets $BENTOML_HOME for the process (setdefault) to its project's store; restore it
+    after each module so later tests (and the tools they start) do not inherit this module's store."""
+    import os
+
+    before = os.environ.get("BENTOML_HOME")
+    yield
+    if before is None:
+        os.environ.pop("BENTOML_HOME", None)
+    else:
+        os.environ["BENTOML_HOME"] = before

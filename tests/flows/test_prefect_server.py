@@ -18,10 +18,10 @@ BIN = Path(sys.executable).parent
 
 TRIGGER = """
 import asyncio, json, sys
+import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, TaskRunFilter
-from prefect.client.schemas.sorting import ArtifactSort
 from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL
 
 async def main(project):
     async with get_client() as client:
@@ -32,12 +32,11 @@ async def main(project):
             except Exception:
                 await asyncio.sleep(1)
     run = await run_deployment("retrain/retrain", parameters={"project": project, "batch": 0}, timeout=700)
-    async with get_client() as client:
-        only_this_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
-        keys = sorted({a.key for a in await client.read_artifacts(
-            # explicit empty filters: this server rejects the client's nulls
-            artifact_filter=only_this_run, flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(),
-            limit=50, sort=ArtifactSort.CREATED_DESC) if a.key})
+    # the REST filter with only the artifact clause: an empty task-run clause would join task runs
+    # and hide the flow-level artifacts (and the client sends nulls this server rejects)
+    body = {"artifacts": {"flow_run_id": {"any_": [str(run.id)]}}, "limit": 50}
+    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).raise_for_status().json()
+    keys = sorted({a["key"] for a in found if a["key"]})
     print(json.dumps({"state": run.state.type.value, "artifacts": keys}))
 
 asyncio.run(main(sys.argv[1]))

@@ -90,20 +90,6 @@ def mini_project(root: Path) -> Path:
     return project
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _keep_bentoml_home():
-    """Registry() sets $BENTOML_HOME for the process (setdefault) to its project's store; restore it
-    after each module so later tests (and the tools they start) do not inherit this module's store."""
-    import os
-
-    before = os.environ.get("BENTOML_HOME")
-    yield
-    if before is None:
-        os.environ.pop("BENTOML_HOME", None)
-    else:
-        os.environ["BENTOML_HOME"] = before
-
-
 @pytest.fixture(scope="module")
 def served_project(tmp_path_factory) -> Path:
     return mini_project(tmp_path_factory.mktemp("serving") / "project")
