@@ -160,8 +160,9 @@ def render_lineage(info: dict) -> str:
     lines.append(f"params ({info['params_hash']}): " + json.dumps(info["params"], sort_keys=True))
     if info["ingest_params"]:
         lines.append("ingest params: " + json.dumps(info["ingest_params"], sort_keys=True))
-    for model in ("sasrec", "popularity"):
-        scores = info["eval_metrics"].get(model)
+    evaluation = info["eval_metrics"]
+    for model, scores in ((evaluation.get("kind", "model"), evaluation.get("model") or evaluation.get("sasrec")),
+                          ("popularity", evaluation.get("popularity"))):
         if scores:
             lines.append(f"eval {model:<10} " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()
                                                            if isinstance(v, float)))

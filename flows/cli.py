@@ -130,10 +130,13 @@ def evaluate(project: Path = ProjectOpt) -> None:
 
     params, paths = setup(project)
     metrics = evaluate_stage(params, paths)
-    table = Table("model", *(k for k in metrics["sasrec"] if k != "n_users"), title=metrics["protocol"])
-    for name in ("sasrec", "popularity"):
-        table.add_row(name, *(f"{v:.4f}" for k, v in metrics[name].items() if k != "n_users"))
+    names = [k for k in metrics["model"] if k != "n_users"]
+    table = Table("model", *names, title=metrics["protocol"])
+    for label, name in ((metrics["kind"], "model"), ("popularity", "popularity")):
+        table.add_row(label, *(f"{metrics[name][k]:.4f}" for k in names))
     console.print(table)
+    for head, scores in metrics["heads"].items():
+        console.print(f"{head}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
 
 
 @app.command()
@@ -221,11 +224,13 @@ def models(ctx: typer.Context, project: Path = ProjectOpt) -> None:
     """List registered model versions (newest last)."""
     if ctx.invoked_subcommand is not None:
         return
+    from seqops.models.evaluate import model_metrics
+
     registry = open_registry(project)
     pointer = registry.pointer()
     table = Table("version", "created", "data version", "params", "parent", "ndcg@10", "gate", "role")
     for v in registry.versions():
-        ndcg = (v.get("eval_metrics") or {}).get("sasrec", {}).get("ndcg@10")
+        ndcg = model_metrics(v.get("eval_metrics") or {}).get("ndcg@10")
         table.add_row(v["version"], v["created_at"], (v.get("data_version") or "-")[:12], (v.get("params_hash") or "-")[:12],
                       v.get("parent_version") or "-", f"{ndcg:.4f}" if ndcg is not None else "-",
                       (v.get("decision") or {}).get("verdict", "-"), _role(v["version"], pointer))
@@ -236,6 +241,7 @@ def models(ctx: typer.Context, project: Path = ProjectOpt) -> None:
 def models_show(version: str = typer.Argument(..., help="registered version (see `seqops models`)"),
                 project: Path = ProjectOpt) -> None:
     """Print one version: lineage, metrics, gate decision with its reasons and reports, audit."""
+    from seqops.models.evaluate import model_metrics
     from seqops.models.registry import RegistryError
 
     registry = open_registry(project)
@@ -250,12 +256,12 @@ def models_show(version: str = typer.Argument(..., help="registered version (see
     facts.add_row("role", _role(version, registry.pointer()) or "candidate")
     console.print(facts)
     evaluation = meta.get("eval_metrics") or {}
-    models_ = [m for m in ("sasrec", "popularity") if m in evaluation]
-    if models_:
-        names = [k for k in evaluation[models_[0]] if k != "n_users"]
+    rows = [(evaluation.get("kind", "model"), model_metrics(evaluation)), ("popularity", evaluation.get("popularity") or {})]
+    if rows[0][1]:
+        names = [k for k in rows[0][1] if k != "n_users"]
         table = Table("model", *names, title="evaluate stage")
-        for m in models_:
-            table.add_row(m, *(f"{evaluation[m][k]:.4f}" for k in names))
+        for label, scores in rows:
+            table.add_row(label, *(f"{scores[k]:.4f}" if k in scores else "-" for k in names))
         console.print(table)
     decision = meta.get("decision")
     if decision and "candidate" in decision:

@@ -91,7 +91,7 @@ def run_demo(project: Path, console: Console) -> None:
         f"feature store: {paths.home / 'feature_store'} (Feast registry + SQLite online store)",
         f"run 1: {first['candidate']} → {first['verdict'].upper()}; run 2 (drift 0.5): {second['candidate']} → {second['verdict'].upper()}",
         f"champion: {champion} (trained on data {meta['data_version'][:12]}, parent {meta.get('parent_version')})",
-        f"last candidate: sasrec ndcg@10 {evaluation['sasrec']['ndcg@10']:.4f} / hr@10 {evaluation['sasrec']['hr@10']:.4f}"
+        f"last candidate: {evaluation['kind']} ndcg@10 {evaluation['model']['ndcg@10']:.4f} / hr@10 {evaluation['model']['hr@10']:.4f}"
         f" vs popularity {evaluation['popularity']['ndcg@10']:.4f} / {evaluation['popularity']['hr@10']:.4f}",
         f"gate report: {second['reports']['drift_html']}",
         f"gate decision: {second['reports']['decision_json']}",

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from seqops.models.baselines import PopularityModel
-from seqops.models.sasrec import SASRecModel
+from seqops.models.data import pad_left, trim_left_padding
+from seqops.models.zoo import class_path, model_class
 
 META_FILE = "seqops.json"
 POPULARITY_DIR = "popularity"
@@ -23,10 +25,11 @@ ITEMS_FILE = "items.parquet"
 REFERENCE_FILE = "reference.parquet"
 
 
-def save_artifact(out_dir: Path, model: SASRecModel, popularity: PopularityModel, meta: dict,
+def save_artifact(out_dir: Path, model: nn.Module, popularity: PopularityModel, meta: dict,
                   items_vocab: Path, reference: pd.DataFrame) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
+    meta = {**meta, "model_class": class_path(model)}
     model.save_pretrained(out_dir)
     popularity.save(out_dir / POPULARITY_DIR)
     shutil.copy(items_vocab, out_dir / ITEMS_FILE)
@@ -39,16 +42,26 @@ class Artifact:
     """A loaded model ready to score histories, whatever vocabulary size the caller uses."""
 
     path: Path
-    model: SASRecModel
+    model: nn.Module
     popularity: PopularityModel
     meta: dict
 
     @classmethod
     def load(cls, path: Path) -> "Artifact":
-        model = SASRecModel.from_pretrained(path)
+        meta = json.loads((path / META_FILE).read_text())
+        model = model_class(meta.get("model_class")).from_pretrained(path)
         model.eval()
         popularity = PopularityModel.load(path / POPULARITY_DIR)
-        return cls(path, model, popularity, json.loads((path / META_FILE).read_text()))
+        return cls(path, model, popularity, meta)
+
+    @property
+    def reads_types(self) -> bool:
+        """Whether the model embeds event types in its input (then scoring needs them)."""
+        return bool(getattr(self.model.config, "event_types", None))
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(getattr(self.model, "heads", ("next_item",)))
 
     @property
     def n_items(self) -> int:
@@ -60,17 +73,29 @@ class Artifact:
     def reference(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / REFERENCE_FILE)
 
+    def _inputs(self, histories: list[np.ndarray], types: list[np.ndarray] | None) -> list[torch.Tensor]:
+        """Left-padded input_ids[, type_ids]; items this model never saw are dropped with their types."""
+        max_len = self.model.config.max_len
+        known = [(h > 0) & (h <= self.n_items) for h in histories]
+        columns = [[h[k][-max_len:] for h, k in zip(histories, known)]]
+        if types is not None and self.reads_types:
+            columns.append([np.asarray(t)[k][-max_len:] for t, k in zip(types, known)])
+        return list(trim_left_padding(*(torch.as_tensor(pad_left(c, max_len)) for c in columns)))
+
     @torch.inference_mode()
-    def scores(self, histories: list[np.ndarray], n_items: int | None = None) -> np.ndarray:
+    def scores(self, histories: list[np.ndarray], n_items: int | None = None,
+               types: list[np.ndarray] | None = None) -> np.ndarray:
         """Next-item scores [B, n_items+1]. Items this model never saw are unknown inputs (dropped)
         and unrankable outputs (-inf), so an older champion can be scored on newer data."""
-        from seqops.models.data import pad_left
-
-        max_len = self.model.config.max_len
-        known = [h[(h > 0) & (h <= self.n_items)][-max_len:] for h in histories]
-        input_ids = torch.as_tensor(pad_left(known, max_len))
-        out = self.model.next_item_scores(input_ids).float().numpy()
+        out = self.model.next_item_scores(*self._inputs(histories, types)).float().numpy()
         width = (n_items or self.n_items) + 1
         if width > out.shape[1]:
             out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=-np.inf)
         return out[:, :width]
+
+    @torch.inference_mode()
+    def head_scores(self, head: str, histories: list[np.ndarray], types: list[np.ndarray]) -> np.ndarray:
+        """Logits of the next_action ([B, n_types]) or churn ([B]) head."""
+        input_ids, type_ids = self._inputs(histories, types)
+        method = {"next_action": self.model.next_action_scores, "churn": self.model.churn_scores}[head]
+        return method(input_ids, type_ids).float().numpy()

@@ -24,9 +24,9 @@ import pandas as pd
 
 from seqops.config import GateParams, Params, Paths
 from seqops.models.artifact import Artifact
-from seqops.models.evaluate import metrics_from_ranks, target_ranks
+from seqops.models.evaluate import head_metrics, metrics_from_ranks, target_ranks, top_items
 from seqops.models.registry import Registry, now_iso, write_json_atomic
-from seqops.models.splits import PROTOCOL, EvalSet
+from seqops.models.splits import EvalSet, protocol_label
 
 # Per-user behaviour, all intensive (they do not grow with the length of a user's history), so the
 # champion's data and a later, longer history compare like with like.
@@ -255,21 +255,6 @@ def performance_check(comparison: dict, gp: GateParams, against: str, n_users: i
 
 # -- prediction drift -----------------------------------------------------------------------
 
-def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -> np.ndarray:
-    """[n, k] best item ids per row (padding, excluded and -inf items last)."""
-    scores = np.array(scores, dtype=np.float64)
-    scores[:, 0] = -np.inf
-    if exclude is not None:
-        rows = np.repeat(np.arange(len(exclude)), [len(h) for h in exclude])
-        flat = np.concatenate([np.asarray(h, dtype=np.int64) for h in exclude] + [np.zeros(0, np.int64)])
-        keep = flat < scores.shape[1]
-        scores[rows[keep], flat[keep]] = -np.inf
-    k = min(k, scores.shape[1] - 1)
-    top = np.argpartition(-scores, k, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1)
-
-
 def recommendation_frame(top: np.ndarray, item_counts: np.ndarray, category: np.ndarray) -> pd.DataFrame:
     """One row per recommended item: log popularity rank (in one catalogue) and category."""
     items = top.ravel()
@@ -333,14 +318,15 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
     from seqops.models.gate_report import write_decision_html
 
     gp, out_dir = params.gate, paths.reports / "gate" / version
+    horizon_s = params.model.churn_horizon_days * 86400
     test = EvalSet.from_parquet(paths.home / "models" / "test_set.parquet")
     candidate = Artifact.load(registry.model_dir(version))
     champ_version = registry.champion()
     champion = Artifact.load(registry.model_dir(champ_version)) if champ_version and champ_version != version else None
     n_items, exclude = candidate.n_items, (test.inputs if params.evaluate.exclude_seen else None)
 
-    cand_scores = candidate.scores(test.inputs, n_items)
-    ref_scores = champion.scores(test.inputs, n_items) if champion else candidate.popularity.next_item_scores(test.inputs)
+    cand_scores = candidate.scores(test.inputs, n_items, test.types)
+    ref_scores = champion.scores(test.inputs, n_items, test.types) if champion else candidate.popularity.next_item_scores(test.inputs)
     cand_ranks, ref_ranks = target_ranks(cand_scores, test.targets, exclude), target_ranks(ref_scores, test.targets, exclude)
     metrics_list = list(dict.fromkeys([gp.metric, *gp.compare_metrics]))
     comparison = compare(cand_ranks, ref_ranks, metrics_list, gp) if len(test) else {}
@@ -353,7 +339,7 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
     if champion is not None:
         seen = test.inputs if params.serving.exclude_seen else None
         category = candidate.items().set_index("item_id")["category"].reindex(np.arange(n_items + 1)).fillna("unknown").to_numpy()
-        pred = prediction_drift(top_k(cand_scores, PREDICTION_K, seen), top_k(ref_scores, PREDICTION_K, seen),
+        pred = prediction_drift(top_items(cand_scores, PREDICTION_K, seen), top_items(ref_scores, PREDICTION_K, seen),
                                 candidate.popularity.counts, category, out_dir)
     quality = {"missing_share": float(candidate.reference().isna().mean().mean()), **_ingest_quality(paths)}
 
@@ -377,11 +363,13 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
     verdict, reasons = decide(checks)
     decision = {
         "candidate": version, "champion": champ_version, "verdict": verdict, "reasons": reasons,
-        "checks": [asdict(c) for c in checks], "protocol": PROTOCOL, "policy": gp.model_dump(),
+        "checks": [asdict(c) for c in checks], "protocol": protocol_label(params.evaluate), "policy": gp.model_dump(),
         "comparison": {"against": "champion" if champion else "popularity", "n_users": len(test),
                        "confidence": gp.confidence, "bootstrap_samples": gp.bootstrap_samples, "metrics": comparison},
         "metrics": {"candidate": metrics_from_ranks(cand_ranks, params.evaluate.ks),
-                    "champion": metrics_from_ranks(ref_ranks, params.evaluate.ks) if champion else None, "popularity": base_m},
+                    "champion": metrics_from_ranks(ref_ranks, params.evaluate.ks) if champion else None, "popularity": base_m,
+                    "heads": {"candidate": head_metrics(candidate, test, params.ingest.event_types, horizon_s),
+                              "champion": head_metrics(champion, test, params.ingest.event_types, horizon_s) if champion else None}},
         "quality": quality, "drift": drift, "prediction_drift": pred,
         "reports": {"drift_html": drift["html"], "drift_json": drift["json"],
                     **({"prediction_html": pred["html"], "prediction_json": pred["json"]} if pred else {}),

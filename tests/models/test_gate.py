@@ -8,10 +8,10 @@ import pytest
 from seqops.config import GateParams, IngestParams, Paths, SyntheticParams
 from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
-from seqops.models.evaluate import metrics_from_ranks
+from seqops.models.evaluate import metrics_from_ranks, top_items as top_k
 from seqops.models.gate import (
     DRIFT_COLUMNS, Check, behaviour_drift, bootstrap_means, compare, decide, drift_columns, evidently_reports,
-    per_user, performance_check, prediction_drift, split_at, top_k, window_behaviour,
+    per_user, performance_check, prediction_drift, split_at, window_behaviour,
 )
 
 GP = GateParams(min_uplift_vs_baseline=0.05, max_regression=0.01, bootstrap_samples=500)

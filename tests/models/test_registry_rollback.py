@@ -31,6 +31,6 @@ def test_rollback_restores_the_exact_previous_model(tmp_path, monkeypatch, backe
         assert registry.rollback(reason="second model misbehaves") == v1
         restored = Artifact.load(registry.model_dir(registry.champion()))
         np.testing.assert_array_equal(restored.scores(HISTORIES), expected)
-        assert restored.meta == {"seed": 1}
+        assert restored.meta == {"seed": 1, "model_class": "seqops.models.sasrec:SASRecModel"}
     finally:
         drop(registry)
