@@ -61,10 +61,8 @@ def sampled_item_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.
     by the batch (accidental hits removed). Uniform sampling needs no logQ correction.
     """
     n_items = table.shape[0] - 1
-    if kind == "ce":
-        logits = hidden @ table.T
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), targets)
+    if kind == "ce":  # against items 1..n_items only: padding is never a class (no -inf column to write)
+        return F.cross_entropy((hidden @ table[1:].T).float(), targets - 1)
     positive = (hidden * table[targets]).sum(-1).float()
     if kind == "bce":
         negatives = torch.randint(1, n_items + 1, targets.shape, device=targets.device)

@@ -1,13 +1,15 @@
 """LMRec: a pretrained text encoder (default all-MiniLM-L6-v2) fine-tuned on behaviour rendered as
 text, with the next-item, next-action and churn heads of `SeqRecModel`.
 
-The last `lm_events` events of a history become one token sequence, oldest first,
+The last `lm_events` events of a history become one token sequence, newest first,
 
-    [CLS] view <item text> [SEP] cart <item text> [SEP] ...
+    [CLS] cart <newest item's text> [SEP] view <the item before> [SEP] ...
 
-and the mean-pooled (or [CLS]) encoder state, through a projection, is the user state. Next-item
-scores are that state times the item table `item_emb`, which starts from the encoder's own text
-embedding of each item, so new items without interactions still have a representation.
+so the newest event always sits at the same positions, right after [CLS], however long the history
+(the text analogue of SASRec's positions counted from the right). The mean-pooled (or [CLS])
+encoder state, through a projection, is the user state. Next-item scores are that state times the
+item table `item_emb`, which starts from the encoder's own text embedding of each item, so new
+items without interactions still have a representation.
 
 Serving needs only item and type ids: every item's text is tokenized once, at creation, into the
 persistent buffer `item_tokens` [n_items + 1, item_text_tokens] (and the event-type words into
@@ -16,9 +18,10 @@ model.safetensors rebuild the model without a tokenizer or a hub. The pretrained
 from `resolve_text_model(config.text_model)` only by `from_params` / `start_from_text`.
 
 Padding events and the unused token slots are dropped before the encoder (real tokens are packed to
-the left in order), so the encoder reads exactly the plain text above and extra left padding
-never changes a score. With `id_input` each item's table row is also added to the embeddings of its
-text tokens: warm items get an identity beyond their (often uninformative) text.
+the left in order), so the encoder reads exactly the plain text above (`text.render_history`) and
+extra left padding never changes a score. With `id_input` each item's table row is also added to
+the embeddings of its text tokens: warm items get an identity beyond their (often uninformative)
+text, which makes fitting much faster.
 
 An encoder forward reads a whole history for one state, so training uses one target per row: a
 random labelled position in train mode (torch's global RNG), the newest position in eval mode.
@@ -167,7 +170,9 @@ class LMRecModel(SeqRecModel):
     def render(self, item_ids: torch.Tensor, type_ids: torch.Tensor | None,
                id_input: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """[B, E] events -> (tokens [B, S], attention mask [B, S], extra input embeddings [B, S, H] or
-        None): "[CLS] type item [SEP] type item [SEP] ..." with the real tokens packed to the left."""
+        None): "[CLS] type item [SEP] type item [SEP] ...", newest first, real tokens packed to the left."""
+        item_ids = item_ids.flip(1)
+        type_ids = None if type_ids is None else type_ids.flip(1)
         is_event = item_ids != 0
         with_types = type_ids is not None and bool(self.config.event_types)
         pieces = [self.type_tokens[type_ids * is_event]] if with_types else []

@@ -37,7 +37,7 @@ def params_hash(params: Params) -> str:
     return hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:12]
 
 
-SHAPE_FREE_KEYS = {"n_items", "nnz", "transformers_version", "architectures", "dtype"}
+SHAPE_FREE_KEYS = {"n_items", "nnz", "transformers_version", "architectures", "dtype", "_name_or_path", "_commit_hash"}
 
 
 def _shape(config) -> dict:

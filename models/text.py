@@ -129,10 +129,12 @@ def tokenize_fixed(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str], w
 
 def render_history(item_ids: Sequence[int], type_ids: Sequence[int] | None, texts: Sequence[str],
                    event_types: Sequence[str] | None = None, sep: str = " [SEP] ") -> str:
-    """A history as the text the LM reads (before its per-item truncation): "view <item> [SEP] cart
-    <item>", oldest first; padding (id 0) is skipped. For documentation and debugging."""
+    """A history (oldest first, as the models take it) as the text LMRec reads, before its per-item
+    truncation: "cart <newest item> [SEP] view <the one before> ...", newest first; padding (id 0)
+    is skipped. For documentation and debugging."""
     events = []
-    for k, item in enumerate(item_ids):
+    for k in reversed(range(len(item_ids))):
+        item = item_ids[k]
         if item == 0:
             continue
         type_id = type_ids[k] if type_ids is not None else 0

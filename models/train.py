@@ -30,6 +30,7 @@ SELECT_METRIC = "ndcg@10"
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch, see train_model
     best_epoch: int = 0  # 1-based; the model holds this epoch's weights
+    stopped: str = "epochs"  # why training ended: epochs | early_stop | time_budget | fitted
 
     @property
     def best(self) -> dict[str, float]:
@@ -97,7 +98,7 @@ def train_model(
         row = {"epoch": 1, "train_loss": float("nan"), "val_ndcg@10": metrics["ndcg@10"], "val_hr@10": metrics["hr@10"],
                "seconds": seconds, "eval_seconds": time.perf_counter() - start - seconds,
                "seq_per_s": len(train_seqs) / max(seconds, 1e-9)}
-        return TrainResult(history=[row], best_epoch=1)
+        return TrainResult(history=[row], best_epoch=1, stopped="fitted")
 
     loader = make_loader(train_seqs, model.config.max_len, p.batch_size, shuffle=True, seed=p.seed,
                          types=train_types, churn=train_churn)
@@ -107,7 +108,7 @@ def train_model(
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp_dtype == torch.float16)
 
-    result, best_score, best_state, stale = TrainResult(), -1.0, None, 0
+    result, best_score, best_state, stale, trained_s = TrainResult(), -1.0, None, 0, 0.0
     for epoch in range(1, p.epochs + 1):
         model.train()
         start, seen, loss_sum, n_batches = time.perf_counter(), 0, 0.0, 0
@@ -147,7 +148,14 @@ def train_model(
             stale += 1
             if stale >= p.patience:
                 log.info("early stop after epoch %d: best %s %.4f at epoch %d", epoch, SELECT_METRIC, best_score, result.best_epoch)
+                result.stopped = "early_stop"
                 break
+        trained_s += seconds
+        if p.max_minutes is not None and trained_s >= 60 * p.max_minutes and epoch < p.epochs:
+            log.info("time budget of %.1f min used after epoch %d: best %s %.4f at epoch %d", p.max_minutes, epoch,
+                     SELECT_METRIC, best_score, result.best_epoch)
+            result.stopped = "time_budget"
+            break
 
     model.load_state_dict(best_state)
     return result

@@ -119,6 +119,7 @@ class TrainParams(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     warm_start: bool = True
+    max_minutes: Optional[float] = Field(None, gt=0, description="stop after the epoch that passes this much training time")
 
 
 class EvaluateParams(Section):

@@ -49,7 +49,7 @@ def test_item_texts_use_what_exists():
 
 def test_render_history_and_tokenize_fixed():
     texts = ["", "red shoes", "blue hat", "cake"]
-    assert render_history([0, 0, 1, 3], [0, 0, 2, 1], texts, ["view", "cart"]) == "cart red shoes [SEP] view cake"
+    assert render_history([0, 0, 1, 3], [0, 0, 2, 1], texts, ["view", "cart"]) == "view cake [SEP] cart red shoes"
     assert render_history([2], None, texts) == "blue hat"
     tokens = tokenize_fixed(load_tokenizer("all-MiniLM-L6-v2"), ["", "red shoes", "a b c d e f"], width=4)
     assert tokens.shape == (3, 4) and tokens.dtype == torch.long

@@ -1,0 +1,164 @@
+"""Every model on one dataset, one protocol, one trainer and one evaluator; prints a table and
+writes bench/results/models.json.
+
+    python bench/models.py [--data ../shared/datasets/amazon-beauty.txt] [--models sasrec-ce bert4rec ...]
+                           [--epochs 30] [--budget-min 20] [--device auto] [--out bench/results/models.json]
+
+Data: a file in the SASRec/BERT4Rec txt format (`user item` per line, a user's lines in time
+order) read through seqops' own ingest (`--format sasrec`: vocabularies, k-core ≥ 3 events).
+Protocol: leave-one-out (last item = test, second-to-last = validation, the rest trains), histories
+cut to the last `--max-len` items, full ranking over all items, history items ranked too (not
+excluded). Early stopping on validation NDCG@10 over `--valid-users` sampled validation users
+(every epoch scores them all against every item); the test metrics use every user. Each model
+trains until early stopping, `--epochs`, or `--budget-min` minutes of training, whichever comes
+first (the JSON says which). Inference users/s: test-set scoring (full ranking) per second.
+
+The language-model row (`lm`) fine-tunes all-MiniLM-L6-v2 on behaviour rendered as text; one
+forward pass per history makes it ~1000× costlier per sequence than the id models on CPU, so it
+trains on `--lm-users` users (its test metrics still use every user) — the row says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from seqops.config import EvaluateParams, IngestParams, ModelParams, Paths, TrainParams
+from seqops.features.ingest import ingest
+from seqops.models.evaluate import evaluate
+from seqops.models.train import resolve_device, score_fn_for, train_model
+from seqops.models.zoo import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "amazon-beauty.txt"
+OUT = REPO / "bench" / "results" / "models.json"
+
+# name -> (model.kind, ModelParams overrides, TrainParams overrides)
+MODELS = {
+    "popularity": ("popularity", {}, {}),
+    "markov": ("markov", {}, {}),
+    "sasrec-ce": ("sasrec", {"loss": "ce"}, {}),
+    "sasrec-sampled": ("sasrec", {"loss": "sampled", "n_negatives": 256}, {}),
+    "sasrec-bce": ("sasrec", {"loss": "bce"}, {}),
+    "bert4rec": ("bert4rec", {"mask_prob": 0.2}, {}),
+    "gru4rec": ("gru4rec", {"loss": "ce", "num_layers": 1}, {}),
+    "lstm": ("lstm", {"loss": "ce", "num_layers": 1}, {}),
+    "lm": ("lm", {"loss": "ce"}, {"batch_size": 32, "lr": 5e-5}),
+}
+
+
+def load_sequences(data: Path, work: Path) -> tuple[list[np.ndarray], int]:
+    """Per-user item sequences (oldest first) through seqops' ingest; returns them and n_items."""
+    p = IngestParams(format="sasrec", min_user_events=3, data_report=False)
+    events = ingest(data, p, Paths(work)).events
+    events = events.sort_values(["user_id", "ts"], kind="stable")
+    seqs = [g.to_numpy(np.int64) for _, g in events.groupby("user_id", sort=False)["item_id"]]
+    return seqs, int(events["item_id"].max())
+
+
+def leave_one_out(seqs: list[np.ndarray]) -> dict:
+    return {"train": [s[:-2] for s in seqs], "valid_inputs": [s[:-2] for s in seqs], "valid_targets": np.array([s[-2] for s in seqs]),
+            "test_inputs": [s[:-1] for s in seqs], "test_targets": np.array([s[-1] for s in seqs])}
+
+
+def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    kind, model_overrides, train_overrides = MODELS[name]
+    model_p = ModelParams(kind=kind, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                          dropout=args.dropout, **model_overrides)
+    train_p = TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                          device=args.device, max_minutes=args.budget_min, **train_overrides)
+    eval_p = EvaluateParams(ks=[5, 10, 20])
+    torch.manual_seed(0)
+    model = build_model(model_p, n_items, args.max_len)
+    valid = rng.choice(len(split["valid_targets"]), size=min(args.valid_users, len(split["valid_targets"])), replace=False)
+    train_seqs = split["train"]
+    note = ""
+    if kind == "lm" and args.lm_users < len(train_seqs):
+        train_seqs = [train_seqs[i] for i in rng.choice(len(train_seqs), size=args.lm_users, replace=False)]
+        note = f"trained on {args.lm_users} sampled users"
+    train_seqs = [s for s in train_seqs if len(s) >= 2]
+    started = time.perf_counter()
+    result = train_model(model, train_seqs, [split["valid_inputs"][i] for i in valid], split["valid_targets"][valid],
+                         train_p, eval_p, progress=True)
+    wall = time.perf_counter() - started
+    train_s = sum(row["seconds"] for row in result.history)
+    score = score_fn_for(model, args.max_len, resolve_device(args.device))
+    t0 = time.perf_counter()
+    test = evaluate(score, split["test_inputs"], split["test_targets"], eval_p, progress=True)
+    infer_s = time.perf_counter() - t0
+    return {
+        "model": name, "kind": kind, "loss": model_overrides.get("loss", "-") if kind not in ("popularity", "markov") else "-",
+        "ndcg@10": test["ndcg@10"], "hr@10": test["hr@10"], "mrr": test["mrr"], "test": test,
+        "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped, "best_val_ndcg@10": result.best["val_ndcg@10"],
+        "train_wall_s": wall, "train_s": train_s,
+        "train_seq_per_s": float(np.mean([row["seq_per_s"] for row in result.history])),
+        "infer_users_per_s": len(split["test_targets"]) / infer_s,
+        "params": int(sum(p.numel() for p in model.parameters())), "note": note, "history": result.history,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'model':<15}{'loss':<9}{'NDCG@10':>9}{'HR@10':>8}{'MRR':>8}{'epochs':>8}{'train s':>9}{'train seq/s':>13}{'infer users/s':>15}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['model']:<15}{r['loss']:<9}{r['ndcg@10']:>9.4f}{r['hr@10']:>8.4f}{r['mrr']:>8.4f}{r['epochs']:>8}"
+              f"{r['train_wall_s']:>9.0f}{r['train_seq_per_s']:>13.0f}{r['infer_users_per_s']:>15.0f}  {r['note']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--max-len", type=int, default=50)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--budget-min", type=float, default=20.0, help="most minutes of training per model")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--valid-users", type=int, default=5000)
+    parser.add_argument("--lm-users", type=int, default=2000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seqs, n_items = load_sequences(args.data, Path(tmp))
+    split = leave_one_out(seqs)
+    print(f"{args.data.name}: {len(seqs):,} users, {n_items:,} items, {sum(map(len, seqs)):,} events; "
+          f"device {resolve_device(args.device)}", file=sys.stderr)
+    out = args.out if args.out.is_absolute() else REPO / args.out
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    rows = {r["model"]: r for r in previous.get("rows", [])} if previous.get("data") == args.data.name else {}
+    for name in args.models:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        rows[name] = run_model(name, split, n_items, args, np.random.default_rng(0))
+        ordered = [rows[m] for m in MODELS if m in rows]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "data": args.data.name, "users": len(seqs), "items": n_items, "events": int(sum(map(len, seqs))),
+            "protocol": "leave-one-out (last item test, second-to-last validation), full ranking over all items, "
+                        "history items not excluded; early stopping on validation NDCG@10 of sampled users",
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "models"},
+            "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
+                        "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+            "rows": ordered,
+        }, indent=1, default=float))
+        print_table(ordered)
+
+
+if __name__ == "__main__":
+    main()
