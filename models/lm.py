@@ -48,6 +48,7 @@ PAD = -1  # padding in the token buffers (real token ids are >= 0, whatever the 
 POOLINGS = ("mean", "cls")
 RIDGE = 0.1  # grow_items: ridge strength of the text -> trained-table map, relative to the mean eigenvalue
 MAX_FIT_ITEMS = 4096  # grow_items: old items the map is fitted on
+MACHINE_KEYS = ("_name_or_path", "transformers_version")  # not kept in encoder_config: they are no architecture
 
 
 class LMRecConfig(SeqRecConfig):
@@ -75,13 +76,16 @@ def encoder_config_from_dict(values: dict) -> PreTrainedConfig:
 class LMRecModel(SeqRecModel):
     config_class = LMRecConfig
     base_model_prefix = "lm"
+    item_tokens: torch.Tensor  # buffers, see __init__
+    type_tokens: torch.Tensor
 
     def __init__(self, config: LMRecConfig):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}: one of {', '.join(POOLINGS)}")
         if config.encoder_config is None:  # a fresh config: the text model's architecture (reads its config.json)
             path = resolve_text_model(config.text_model)
-            config.encoder_config = AutoConfig.from_pretrained(path, local_files_only=is_local(path)).to_dict()
+            values = AutoConfig.from_pretrained(path, local_files_only=is_local(path)).to_dict()
+            config.encoder_config = {k: v for k, v in values.items() if k not in MACHINE_KEYS}
         encoder_config = encoder_config_from_dict(config.encoder_config)
         config.hidden_size = encoder_config.hidden_size  # the item table lives in the encoder's space
         super().__init__(config)
@@ -104,8 +108,16 @@ class LMRecModel(SeqRecModel):
                     item_texts: Sequence[str] | None = None, **overrides) -> "LMRecModel":
         """Build from params.yaml's `model` section and start from the pretrained text model;
         `item_texts` (ids 0..n_items, see `text.item_texts`) default to "item <id>"."""
-        model = super().from_params(n_items, max_len, p, event_types, **overrides)
+        if event_types:  # the type words are part of the text even when only next_item is trained
+            overrides = {"event_types": list(event_types), **overrides}
+        model = super().from_params(n_items, max_len, p, **overrides)
         return model.start_from_text(item_texts)
+
+    @classmethod
+    def create(cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None,
+               item_texts: Sequence[str] | None = None, **overrides) -> "LMRecModel":
+        """`from_params` with the item texts (what models/zoo.py calls)."""
+        return cls.from_params(n_items, max_len, p, event_types, item_texts=item_texts, **overrides)
 
     @torch.no_grad()
     def start_from_text(self, item_texts: Sequence[str] | None = None) -> "LMRecModel":
@@ -130,16 +142,18 @@ class LMRecModel(SeqRecModel):
         self.proj.bias.zero_()
         return self
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, type_ids: torch.Tensor | None = None,
-                action_labels: torch.Tensor | None = None, churn_labels: torch.Tensor | None = None) -> SeqRecOutput:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                type_ids: torch.Tensor | None = None, action_labels: torch.Tensor | None = None,
+                churn_labels: torch.Tensor | None = None) -> SeqRecOutput:
         """One target per row: the base losses at the chosen position, from the events up to it."""
         at = self.target_positions(input_ids, labels, action_labels, churn_labels)
 
         def column(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x.gather(1, at[:, None])
 
-        return super().forward(self.window(input_ids, at), column(labels), self.window(type_ids, at),
-                               column(action_labels), column(churn_labels))
+        types = None if type_ids is None else self.window(type_ids, at)
+        return super().forward(self.window(input_ids, at), column(labels), types, column(action_labels),
+                               column(churn_labels))
 
     def target_positions(self, input_ids: torch.Tensor, labels: torch.Tensor | None,
                          action_labels: torch.Tensor | None, churn_labels: torch.Tensor | None) -> torch.Tensor:
@@ -148,15 +162,16 @@ class LMRecModel(SeqRecModel):
         if not self.training:
             return torch.full((batch,), width - 1, device=input_ids.device)
         labelled = torch.zeros_like(input_ids, dtype=torch.bool)
-        for given, is_set in ((labels, lambda y: y != 0), (action_labels, lambda y: y > 0), (churn_labels, lambda y: y >= 0)):
-            if given is not None:
-                labelled |= is_set(given)
+        if labels is not None:
+            labelled |= labels != 0
+        if action_labels is not None:
+            labelled |= action_labels > 0
+        if churn_labels is not None:
+            labelled |= churn_labels >= 0
         return torch.rand(labelled.shape, device=input_ids.device).masked_fill(~labelled, -1.0).argmax(1)
 
-    def window(self, x: torch.Tensor | None, end: torch.Tensor) -> torch.Tensor | None:
+    def window(self, x: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
         """[B, L] -> [B, lm_events]: per row the columns up to and including `end`, left-padded with 0."""
-        if x is None:
-            return None
         n = self.config.lm_events
         columns = end[:, None] + 1 + torch.arange(n, device=x.device)
         return F.pad(x, (n, 0)).gather(1, columns)
@@ -164,7 +179,8 @@ class LMRecModel(SeqRecModel):
     def encode(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L] histories -> [B, 1, H]: the user state after the newest event (one state per row)."""
         newest = torch.full((len(input_ids),), input_ids.shape[1] - 1, device=input_ids.device)
-        state = self.encode_tokens(*self.render(self.window(input_ids, newest), self.window(type_ids, newest)))
+        types = None if type_ids is None else self.window(type_ids, newest)
+        state = self.encode_tokens(*self.render(self.window(input_ids, newest), types))
         return self.proj(self.drop(state))[:, None]
 
     def render(self, item_ids: torch.Tensor, type_ids: torch.Tensor | None,
@@ -172,10 +188,9 @@ class LMRecModel(SeqRecModel):
         """[B, E] events -> (tokens [B, S], attention mask [B, S], extra input embeddings [B, S, H] or
         None): "[CLS] type item [SEP] type item [SEP] ...", newest first, real tokens packed to the left."""
         item_ids = item_ids.flip(1)
-        type_ids = None if type_ids is None else type_ids.flip(1)
+        type_ids = None if type_ids is None or not self.config.event_types else type_ids.flip(1)
         is_event = item_ids != 0
-        with_types = type_ids is not None and bool(self.config.event_types)
-        pieces = [self.type_tokens[type_ids * is_event]] if with_types else []
+        pieces = [] if type_ids is None else [self.type_tokens[type_ids * is_event]]
         sep = PAD if self.config.text_sep_id is None else self.config.text_sep_id
         pieces += [self.item_tokens[item_ids], torch.full_like(item_ids, sep).masked_fill(~is_event, PAD)[..., None]]
         events = torch.cat(pieces, -1)  # [B, E, W]
@@ -183,7 +198,7 @@ class LMRecModel(SeqRecModel):
         tokens = torch.cat([torch.full_like(item_ids[:, :1], cls), events.flatten(1)], 1)
         extra = None
         if id_input and self.config.id_input:  # the item's row on each of its text tokens
-            start = self.config.type_text_tokens if with_types else 0
+            start = 0 if type_ids is None else self.config.type_text_tokens
             slot = torch.zeros(events.shape[-1], device=tokens.device)
             slot[start : start + self.config.item_text_tokens] = 1.0
             extra = (self.item_emb(item_ids)[:, :, None] * slot[:, None]).flatten(1, 2)
@@ -195,7 +210,8 @@ class LMRecModel(SeqRecModel):
             extra = extra.gather(1, order[..., None].expand(-1, -1, extra.shape[-1]))
         return tokens.gather(1, order).clamp(min=0), real.gather(1, order), extra
 
-    def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor,
+                      extra: torch.Tensor | None = None) -> torch.Tensor:
         """Packed tokens -> [B, H] pooled encoder states."""
         embeds = self.encoder.get_input_embeddings()(tokens)
         if extra is not None:
@@ -247,7 +263,8 @@ class LMRecModel(SeqRecModel):
         x, y = x - x_mean, y - y_mean
         gram = x.T @ x
         ridge = RIDGE * gram.trace() / gram.shape[0] + 1e-12
-        weights = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), x.T @ y)
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        weights = torch.linalg.solve(gram + ridge * eye, x.T @ y)
         return ((self.item_text_states(item_ids).double() - x_mean) @ weights + y_mean).float()
 
 

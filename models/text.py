@@ -118,7 +118,8 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     return texts
 
 
-def tokenize_fixed(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str], width: int, pad: int = -1) -> torch.Tensor:
+def tokenize_fixed(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str], width: int,
+                   pad: int = -1) -> torch.Tensor:
     """[N, width] int64: each text's token ids without special tokens, cut to `width`, padded with `pad`."""
     ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=width)["input_ids"]
     out = torch.full((len(ids), width), pad, dtype=torch.long)

@@ -31,10 +31,11 @@ def text_model(tmp_path_factory) -> str:
     return str(make_tiny_text_model(tmp_path_factory.mktemp("tiny-bert")))
 
 
-def tiny_lm(text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXTS, seed: int = 0, **params) -> LMRecModel:
+def tiny_lm(text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXTS, seed: int = 0,
+            **params) -> LMRecModel:
     torch.manual_seed(seed)
     p = ModelParams(kind="lm", text_model=text_model, heads=heads, dropout=0.0, lm_events=4, **params)
-    return LMRecModel.from_params(n_items, MAX_LEN, p, TYPES, item_texts=texts).eval()
+    return LMRecModel.create(n_items, MAX_LEN, p, TYPES, texts).eval()  # as models/zoo.py builds it
 
 
 def batch():
@@ -156,10 +157,13 @@ def test_grow_items_keeps_old_rows(tmp_path, text_model):
 
 
 def test_default_texts_and_width(text_model):
-    model = tiny_lm(text_model, texts=None, heads=["next_item"])
+    torch.manual_seed(0)
+    p = ModelParams(kind="lm", text_model=text_model, lm_events=4)
+    model = LMRecModel.from_params(N_ITEMS, MAX_LEN, p, TYPES).eval()  # no texts, next_item only
     row = model.item_tokens[7]
     assert load_tokenizer(text_model).decode(row[row >= 0]) == "item 7"
     assert model.config.event_types is None and model.config.hidden_size == 32  # the encoder's width
+    assert "_name_or_path" not in model.config.encoder_config  # no machine path in config.json
     scores = model.next_item_scores(torch.tensor([[0, 0, 3, 4]]), torch.tensor([[0, 0, 1, 2]]))  # types ignored
     assert scores.shape == (1, N_ITEMS + 1)
 
