@@ -37,7 +37,11 @@ NEW_ITEMS_PER_DRIFT = 0.2  # new items = round(drift * this * n_items)
 NEW_ITEM_HEAD = 0.05  # new items get popularity ranks within this top share of the catalogue
 DRIFT_VIEW_SHIFT = 0.5  # at drift=1 the view share halves, the rest goes to cart/purchase
 
-_CATALOG, _USERS, _EVENTS, _DRIFT = range(4)  # independent random streams
+# After a cart or a purchase, the next event's type (with probability `type_funnel`): carts lead to
+# purchases, purchases back to browsing. Other types, and the rest of the time, follow the type mix.
+FUNNEL = {"cart": {"purchase": 0.5, "cart": 0.1, "view": 0.4}, "purchase": {"view": 0.9, "cart": 0.1}}
+
+_CATALOG, _USERS, _EVENTS, _DRIFT, _FUNNEL = range(5)  # independent random streams
 _DAY_S = 86_400
 
 
@@ -152,6 +156,23 @@ def type_mix(p: SyntheticParams) -> tuple[list[str], np.ndarray]:
     return names, probs
 
 
+def _funnel_types(p: SyntheticParams, names: list[str], types: np.ndarray, step: np.ndarray, batch: int) -> np.ndarray:
+    """Re-draw, session step by session step, the types of events that follow a cart or purchase
+    through FUNNEL with probability p.type_funnel (its own random stream: 0 changes nothing)."""
+    rng = _rng(p, _FUNNEL, batch)
+    rows = {i: np.array([FUNNEL[name].get(n, 0.0) for n in names]) for i, name in enumerate(names) if name in FUNNEL}
+    rows = {i: row / row.sum() for i, row in rows.items() if row.sum() > 0}
+    follow = rng.random(len(types)) < p.type_funnel
+    u = rng.random(len(types))
+    for t in range(1, int(step.max(initial=0)) + 1):
+        idx = np.flatnonzero((step == t) & follow)
+        prev = types[idx - 1]
+        for i, row in rows.items():
+            at = idx[prev == i]
+            types[at] = np.searchsorted(np.cumsum(row), u[at], side="right").clip(max=len(names) - 1)
+    return types
+
+
 def _group_starts(lengths: np.ndarray) -> np.ndarray:
     """Index of the first element of each group, for groups laid out back to back."""
     return np.cumsum(lengths) - lengths
@@ -232,7 +253,10 @@ def generate_batch(p: SyntheticParams, batch: int = 0) -> pd.DataFrame:
     offset = _event_offsets(session_start, user_end, lengths, rng)
 
     names, probs = type_mix(p)
-    type_names = np.asarray(names, dtype=object)[rng.choice(len(names), len(user), p=probs)]
+    types = rng.choice(len(names), len(user), p=probs)
+    if p.type_funnel > 0:
+        types = _funnel_types(p, names, types, step, batch)
+    type_names = np.asarray(names, dtype=object)[types]
     repeat = (step > 0) & (type_names != BROWSE_TYPE)
     items = _walk(p, catalog, interests, user, step, repeat, rng)
 

@@ -32,6 +32,7 @@ class SyntheticParams(Section):
     transition_strength: float = Field(0.7, ge=0, le=1, description="P(next item follows the item graph)")
     churn_rate: float = Field(0.2, ge=0, le=1, description="share of users that stop early in a batch")
     type_mix: dict[str, float] = {"view": 0.85, "cart": 0.1, "purchase": 0.05}
+    type_funnel: float = Field(0.0, ge=0, le=1, description="P(the type after a cart/purchase follows the funnel: cart → purchase)")
     drift: float = Field(0.0, ge=0, le=1, description="0 = none; shifts popularity, adds items, changes type mix")
     seed: int = 42
 

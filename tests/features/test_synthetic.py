@@ -119,3 +119,16 @@ def test_write_batch(tmp_path, batch):
     assert path == tmp_path / "raw" / f"batch-{batch:03d}.csv"
     assert path.read_text().splitlines()[0] == ",".join(RAW_COLUMNS)
     pd.testing.assert_frame_equal(pd.read_csv(path), generate_batch(SMALL, batch))
+
+
+def test_type_funnel_makes_carts_lead_to_purchases_and_zero_changes_nothing():
+    plain = generate_batch(SMALL)
+    assert generate_batch(SMALL.model_copy(update={"type_funnel": 0.0})).equals(plain)
+
+    def purchase_after_cart(events) -> float:
+        events = events.sort_values(["user_id", "timestamp"], kind="stable")
+        prev = events.groupby("user_id")["event_type"].shift()
+        return float((events.loc[prev == "cart", "event_type"] == "purchase").mean())
+
+    funnel = generate_batch(SMALL.model_copy(update={"type_funnel": 0.8}))
+    assert purchase_after_cart(funnel) > 0.3 > purchase_after_cart(plain)
