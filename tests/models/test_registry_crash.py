@@ -1,14 +1,17 @@
 """Atomicity and concurrency with real processes: a promote SIGKILLed at each step leaves the old
-champion or the new one with an audit log that agrees; concurrent promotes lose no update."""
+champion or the new one with an audit log that agrees, and the service loads and serves exactly
+that model; concurrent promotes lose no update."""
 
 import json
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from seqops.config import Paths
-from tests.models.registry_helpers import approve, child, drop, fake_artifact, open_registry, settings_for
+from seqops.serving.engine import Champion
+from tests.models.registry_helpers import approve, child, drop, fake_artifact, open_registry, settings_for, tiny_artifact
 
 BACKENDS = ["local", "postgres"]
 # step → champion afterwards on the local store (PostgreSQL commits pointer + audit at the end, so
@@ -19,7 +22,7 @@ LOCAL_OUTCOME = {"before-pointer": "old", "before-rename": "old", "after-pointer
 def two_versions(tmp_path, backend):
     settings = settings_for(backend)
     registry = open_registry(tmp_path, settings)
-    v1, v2 = (registry.register(fake_artifact(tmp_path, c), {}) for c in "ab")
+    v1, v2 = (registry.register(tiny_artifact(tmp_path / f"artifact-{seed}", seed, n_items=20), {}) for seed in (1, 2))
     for v in (v1, v2):
         approve(registry, v)
     registry.promote(v1, actor="setup")
@@ -56,6 +59,9 @@ def test_a_promote_killed_at_any_step_leaves_old_or_new_never_broken(tmp_path, m
             assert list(after.root.glob(".*.tmp")) == ([] if step != "before-rename" else list(after.root.glob(".champion.json.*.tmp")))
         check_consistent(after, expected)
         assert any(e["actor"] == "doomed" for e in after.history()) == (expected == v2)
+        served = Champion.load(after, after.champion(), quantized=False)  # what the service loads next
+        assert served.meta["seed"] == (2 if expected == v2 else 1)
+        assert np.isfinite(served.next_item_scores([np.array([1, 2, 3])])[0, 1:]).all()
 
         # the next writer repairs what is left and works normally
         if expected == v2:
