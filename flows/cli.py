@@ -316,6 +316,29 @@ def materialize(project: Path = ProjectOpt) -> None:
     console.print(f"materialized up to {materialize_flow(project=str(project.resolve()))}")
 
 
+@app.command("simulate-week")
+def simulate_week(days: int = typer.Option(7, help="days to simulate (one synthetic batch each)"),
+                  drift_day: int = typer.Option(4, help="first day whose events drift"),
+                  bad_day: Optional[int] = typer.Option(5, help="day whose retrain runs a bad params.yaml change (-1: none)"),
+                  drift: float = typer.Option(0.5, help="drift size from drift_day on"),
+                  project: Path = ProjectOpt) -> None:
+    """Drive a week of monitor + retrain with direct triggers; prints the story (set
+    data.synthetic.days_per_batch: 1 for day-sized batches)."""
+    setup(project)
+    from seqops.flows.week import simulate_week as week_flow
+
+    story = week_flow(project=str(project.resolve()), days=days, drift_day=drift_day,
+                      bad_day=None if bad_day is not None and bad_day < 0 else bad_day, drift=drift)
+    table = Table("day", "drift", "monitor", "drift share", "retrain by", "candidate", "gate", "champion after")
+    for row in story:
+        share = "-" if row["drift_share"] is None else f"{row['drift_share']:.2f}"
+        verdict = f"[{'green' if row['verdict'] == 'promote' else 'red'}]{row['verdict']}[/]"
+        table.add_row(str(row["day"]), f"{row['drift']:.1f}" + (" +bad params" if row["bad_params"] else ""),
+                      row["monitor"], share, row["trigger"], row["candidate"], verdict, row["champion"])
+    console.print(table)
+    console.print(f"story: {project_paths(project).reports / 'week.json'}; audit log: `seqops history`")
+
+
 @app.command("serve-flows")
 def serve_flows(schedules: bool = typer.Option(True, help="attach the schedules from params.yaml (flows:)"),
                 project: Path = ProjectOpt) -> None:

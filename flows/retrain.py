@@ -62,7 +62,8 @@ def collect_landing(paths: Paths) -> list[str]:
     """Move landed files into the DVC-tracked raw folder; returns their names."""
     paths.raw.mkdir(parents=True, exist_ok=True)
     moved = []
-    for file in sorted(paths.landing.glob("*.csv")):
+    # every complete file, whatever its format (a file still being written is hidden: .name.part)
+    for file in sorted(f for f in paths.landing.glob("*") if f.is_file() and not f.name.startswith(".")):
         target = paths.raw / file.name
         if target.exists():
             raise FileExistsError(f"{file.name} is already in {paths.raw}: rename the landed file")
