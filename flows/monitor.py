@@ -1,21 +1,60 @@
 """The `monitor` flow: compare fresh events (landed, not yet trained on) with the champion's
-training data using the gate's Evidently drift check, and trigger `retrain` when behaviour has
-drifted past `gate.drift_share_threshold` — not only on the clock."""
+training data using the gate's Evidently drift check, read the service's request log, and trigger
+`retrain` when behaviour has drifted past `gate.drift_share_threshold` or the served quality
+dropped — more than `flows.max_fallback_share` of the answers came from the popularity fallback
+(users or items the champion does not know) — not only on the clock. The online hit rate (the
+share of fresh events whose item was in that user's latest earlier recommendation) is reported."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from seqops.config import load_params, project_paths
+from seqops.features.ingest import RAW_COLUMNS
 from seqops.features.sequences import canonical_from_raw
 from seqops.models.artifact import Artifact
 from seqops.models.gate import behaviour_drift
 from seqops.models.registry import Registry
+
+
+def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """/recommend answers from the request log (time, user_id, items, fallback), from `since` on."""
+    rows = []
+    for path in sorted(directory.glob("requests-*.jsonl")):
+        if since is not None and path.stem.removeprefix("requests-") < f"{since:%Y-%m-%d}":
+            continue  # one file per UTC day: older days cannot hold newer answers
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if record.get("endpoint") == "recommend" and record.get("status") == 200:
+                rows.append({k: record.get(k) for k in ("time", "user_id", "items", "fallback")})
+    frame = pd.DataFrame(rows, columns=["time", "user_id", "items", "fallback"])
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame if since is None else frame[frame["time"] >= since]
+
+
+def serving_quality(requests: pd.DataFrame, fresh_raw: pd.DataFrame) -> dict:
+    """Answers, fallback share, and the online hit rate of fresh raw events (user_id, item_id,
+    timestamp in unix s) against each user's latest earlier answer."""
+    out = {"answers": len(requests), "fallback_share": float(requests["fallback"].astype(bool).mean()) if len(requests) else 0.0}
+    events = fresh_raw.assign(time=pd.to_datetime(pd.to_numeric(fresh_raw["timestamp"], errors="coerce"), unit="s", utc=True),
+                              user_id=fresh_raw["user_id"].astype(str)).dropna(subset=["time"])
+    answered = requests[~requests["fallback"].astype(bool)].assign(user_id=lambda f: f["user_id"].astype(str))
+    if answered.empty or events.empty:
+        return {**out, "hit_rate": None, "events_after_an_answer": 0}
+    matched = pd.merge_asof(events.sort_values("time"), answered.sort_values("time")[["time", "user_id", "items"]],
+                            on="time", by="user_id", direction="backward").dropna(subset=["items"])
+    hits = [str(item) in set(map(str, items)) for item, items in zip(matched["item_id"], matched["items"])]
+    return {**out, "hit_rate": float(np.mean(hits)) if hits else None, "events_after_an_answer": len(hits)}
 
 
 def trigger_retrain(project: str) -> str:
@@ -32,42 +71,67 @@ def trigger_retrain(project: str) -> str:
         return f"ran retrain inline: {retrain(project=project, land=False)['verdict']}"
 
 
-@flow(name="monitor", timeout_seconds=900)
-def monitor(project: str = ".", trigger: bool = True) -> dict:
-    """Drift of landed events vs the champion's reference; retrain when it passes the threshold."""
-    logger = get_run_logger()
-    paths = project_paths(project)
-    params = load_params(paths.project / "params.yaml")
-    champion = Registry(paths).champion()
-    files = sorted(paths.landing.glob("*.csv"))
-    if champion is None or not files:
-        logger.info("nothing to monitor (champion: %s, landed files: %d)", champion, len(files))
-        return {"status": "idle"}
-
+def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict | None:
+    """The gate's drift check of landed raw events vs the champion's training data; None when there
+    are too few fresh users to judge (`flows.monitor_min_users`)."""
     artifact = Artifact.load(Registry(paths).model_dir(champion))
     items, users = artifact.items(), pd.read_parquet(paths.vocab / "users.parquet")
-    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True)
     fresh = canonical_from_raw(raw, dict(zip(users["raw_id"].astype(str), users["user_id"])),
                                dict(zip(items["raw_id"].astype(str), items["item_id"])), params.ingest.session_gap_s)
     if fresh["user_id"].nunique() < params.flows.monitor_min_users:
-        logger.info("only %d fresh users (< %d): too few to judge drift", fresh["user_id"].nunique(), params.flows.monitor_min_users)
-        return {"status": "too_few_users", "users": int(fresh["user_id"].nunique())}
-
+        return None
     known = pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type", "session_id"])
-    seen = known.groupby("user_id").size()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    drift = behaviour_drift(pd.concat([known, fresh], ignore_index=True), seen, artifact.popularity.counts,
-                            params.gate, paths.reports / "monitor" / stamp)
-    drifted = bool(drift["dataset_drift"])
-    action = trigger_retrain(str(paths.project)) if drifted and trigger else "none"
-    result = {"status": "drift" if drifted else "stable", "users": int(fresh["user_id"].nunique()), "champion": champion,
-              "drift_share": drift["drift_share"], "new_user_share": drift["new_user_share"], "action": action,
-              "report": drift["html"]}
-    logger.info("monitor: %s", json.dumps(result))
-    rows = "\n".join(f"| {col} | {score:.4g} |" for col, score in drift["column_scores"].items())
-    create_markdown_artifact(
-        f"## Monitor: {result['status'].upper()} (share {drift['drift_share']:.2f}, threshold "
-        f"{params.gate.drift_share_threshold:.2f})\n\n{result['users']} fresh users vs champion {champion}; action: {action}\n\n"
-        f"| feature | drift score |\n|---|---|\n{rows}\n\nEvidently report: `{drift['html']}`\n",
-        key="monitor", description="fresh events vs champion")
+    drift = behaviour_drift(pd.concat([known, fresh], ignore_index=True), known.groupby("user_id").size(),
+                            artifact.popularity.counts, params.gate, paths.reports / "monitor" / stamp)
+    return {**drift, "users": int(fresh["user_id"].nunique())}
+
+
+def promoted_at(registry: Registry, version: str) -> pd.Timestamp | None:
+    return next((pd.Timestamp(e["time"]) for e in reversed(registry.history())
+                 if e.get("version") == version and e["action"] != "register"), None)
+
+
+def monitor_markdown(result: dict, drift: dict | None, params) -> str:
+    quality = result["quality"]
+    lines = [f"## Monitor: {result['status'].upper()} — champion {result['champion']}, action: {result['action']}", ""]
+    if drift is not None:
+        lines += [f"{drift['users']} fresh users; drift share {drift['drift_share']:.2f} "
+                  f"(threshold {params.gate.drift_share_threshold:.2f})", "", "| feature | drift score |", "|---|---|",
+                  *(f"| {col} | {score:.4g} |" for col, score in drift["column_scores"].items()), "",
+                  f"Evidently report: `{drift['html']}`", ""]
+    lines.append(f"Serving since the promote: {quality['answers']} answers, fallback share {quality['fallback_share']:.1%} "
+                 f"(max {params.flows.max_fallback_share:.0%}), online hit rate {quality['hit_rate']} "
+                 f"over {quality['events_after_an_answer']} events")
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="monitor", timeout_seconds=900)
+def monitor(project: str = ".", trigger: bool = True) -> dict:
+    """Drift of landed events and the served quality vs the champion; retrain when either passes its threshold."""
+    logger = get_run_logger()
+    paths = project_paths(project)
+    params = load_params(paths.project / "params.yaml")
+    registry = Registry(paths)
+    champion = registry.champion()
+    if champion is None:
+        logger.info("nothing to monitor: no champion yet")
+        return {"status": "idle"}
+    files = sorted(paths.landing.glob("*.csv"))
+    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True) if files else pd.DataFrame(columns=RAW_COLUMNS)
+    quality = serving_quality(read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw)
+    quality_drop = quality["answers"] >= params.flows.monitor_min_requests and quality["fallback_share"] > params.flows.max_fallback_share
+    drift = behaviour_drift_of(paths, params, champion, raw) if files else None
+    if drift is not None and drift["dataset_drift"]:
+        status = "drift"
+    elif quality_drop:
+        status = "quality_drop"
+    else:
+        status = "stable" if drift is not None else "idle" if not files else "too_few_users"
+    action = trigger_retrain(str(paths.project)) if status in ("drift", "quality_drop") and trigger else "none"
+    result = {"status": status, "champion": champion, "landed_files": len(files), "quality": quality, "action": action,
+              **({"users": drift["users"], "drift_share": drift["drift_share"], "new_user_share": drift["new_user_share"],
+                  "report": drift["html"]} if drift is not None else {})}
+    logger.info("monitor: %s", json.dumps(result, default=str))
+    create_markdown_artifact(monitor_markdown(result, drift, params), key="monitor", description="fresh events and serving vs champion")
     return result

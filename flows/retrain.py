@@ -73,7 +73,7 @@ def collect_landing(paths: Paths) -> list[str]:
     return moved
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900)
 def snapshot_data(paths: Paths) -> str:
     """`dvc add` the landing folder: one DVC version per snapshot; returns its hash."""
     run_tool(["dvc", "add", str(paths.raw.relative_to(paths.project))], paths)
@@ -81,17 +81,17 @@ def snapshot_data(paths: Paths) -> str:
     return next(line.split(":")[1].strip() for line in dvc_file.splitlines() if "md5" in line)
 
 
-@task
+@task(timeout_seconds=6 * 3600)  # training is bounded by train.max_minutes / epochs; this is the backstop
 def repro(paths: Paths) -> None:
     run_tool(["dvc", "repro"], paths)
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=3, retry_delay_seconds=[5, 30, 120], timeout_seconds=1800)  # a remote can be briefly away
 def push(paths: Paths) -> None:
     run_tool(["dvc", "push"], paths)
 
 
-@task
+@task(retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600)  # a shared registry can be briefly away
 def register_candidate(paths: Paths, raw_version: str) -> str:
     candidate = json.loads((paths.candidate / "seqops.json").read_text())
     metrics = json.loads(paths.eval_metrics.read_text())
@@ -99,7 +99,7 @@ def register_candidate(paths: Paths, raw_version: str) -> str:
     return Registry(paths).register(paths.candidate, meta)
 
 
-@task
+@task(timeout_seconds=1800)
 def gate(paths: Paths, params: Params, version: str) -> dict:
     decision = run_gate(Registry(paths), version, paths, params)
     logger = get_run_logger()
@@ -117,7 +117,7 @@ def promote_if_approved(paths: Paths, version: str, decision: dict) -> str | Non
     return registry.champion()
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=3, retry_delay_seconds=[5, 30, 120], timeout_seconds=1800)  # the online store can be briefly away
 def materialize(paths: Paths, profile: str) -> None:
     feature_store.materialize(paths, profile=profile)
 
@@ -133,7 +133,7 @@ def decision_markdown(decision: dict, champion: str | None) -> str:
             + f"\n\nChampion now: **{champion}**\n\nEvidently report: `{decision['reports']['drift_html']}`\n")
 
 
-@flow(name="retrain", log_prints=True, timeout_seconds=3600)
+@flow(name="retrain", log_prints=True, timeout_seconds=7 * 3600)
 def retrain(project: str = ".", batch: int | None = None, drift: float | None = None, land: bool = True) -> dict:
     """Retrain on the newest data and let the gate decide; returns the gate decision."""
     paths = project_paths(project)

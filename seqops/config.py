@@ -180,6 +180,8 @@ class FlowParams(Section):
     materialize_interval_s: int = Field(300, gt=0, description="how often new feature rows are loaded online")
     monitor_interval_s: int = Field(900, gt=0, description="how often the monitor compares fresh events with the champion")
     monitor_min_users: int = Field(50, gt=0, description="fewer fresh users than this: too little to judge drift")
+    monitor_min_requests: int = Field(100, gt=0, description="fewer answers than this since the promote: too few to judge serving")
+    max_fallback_share: float = Field(0.25, ge=0, le=1, description="more answers from the popularity fallback: retrain")
 
 
 class Params(Section):

@@ -1,0 +1,43 @@
+"""The monitor's view of serving: the request log and the online hit rate."""
+
+import json
+
+import pandas as pd
+
+from seqops.flows.monitor import read_requests, serving_quality
+
+
+def write_log(directory, day, records):
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"requests-{day}.jsonl", "a") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+        fh.write('{"cut by a cra')  # a torn last line is skipped
+
+
+def test_requests_since_the_promote_and_only_answered_recommends(tmp_path):
+    log = tmp_path / "requests"
+    write_log(log, "2026-01-01", [{"time": "2026-01-01T10:00:00+00:00", "endpoint": "recommend", "status": 200,
+                                   "user_id": "u1", "items": ["a"], "fallback": False}])
+    write_log(log, "2026-01-02", [
+        {"time": "2026-01-02T10:00:00+00:00", "endpoint": "recommend", "status": 200, "user_id": "u1", "items": ["b", "c"], "fallback": False},
+        {"time": "2026-01-02T10:00:01+00:00", "endpoint": "recommend", "status": 400, "user_id": "u2", "items": None, "fallback": False},
+        {"time": "2026-01-02T10:00:02+00:00", "endpoint": "churn", "status": 200, "user_id": "u1", "items": None, "fallback": False},
+        {"time": "2026-01-02T10:00:03+00:00", "endpoint": "recommend", "status": 200, "user_id": "u3", "items": ["z"], "fallback": True},
+    ])
+    frame = read_requests(log, pd.Timestamp("2026-01-02T00:00:00", tz="UTC"))
+    assert frame["user_id"].tolist() == ["u1", "u3"]
+    assert len(read_requests(log)) == 3
+
+
+def test_hit_rate_uses_each_users_latest_earlier_answer():
+    requests = pd.DataFrame({"time": pd.to_datetime(["2026-01-02T10:00:00", "2026-01-02T12:00:00", "2026-01-02T10:00:00"], utc=True),
+                             "user_id": ["u1", "u1", "u2"], "items": [["a"], ["b", "c"], ["x"]], "fallback": [False, False, True]})
+    t = lambda s: str(int(pd.Timestamp(s, tz="UTC").timestamp()))  # noqa: E731
+    events = pd.DataFrame({"user_id": ["u1", "u1", "u1", "u2", "u9"], "item_id": ["a", "c", "a", "x", "a"],
+                           "timestamp": [t("2026-01-02T11:00"), t("2026-01-02T13:00"), t("2026-01-02T13:30"),
+                                         t("2026-01-02T11:00"), t("2026-01-02T11:00")]})
+    quality = serving_quality(requests, events)
+    # u1@11:00 'a' in ['a'] (hit); u1@13:00 'c' in ['b','c'] (hit); u1@13:30 'a' not in ['b','c'];
+    # u2 was answered by the fallback and u9 never: not counted
+    assert quality == {"answers": 3, "fallback_share": 1 / 3, "hit_rate": 2 / 3, "events_after_an_answer": 3}
