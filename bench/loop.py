@@ -1,7 +1,10 @@
 """Loop measurements: online freshness after a push, materialization throughput (SQLite vs Redis),
-and warm- vs cold-start training time to the same validation NDCG@10.
+warm- vs cold-start training time to the same validation NDCG@10, and drift → promoted model:
+a drifted batch lands at t0, the monitor sees it, the retrain flow runs, and at t2 the gate has
+promoted the new model (the real CLI and flows on a ~10^6-event project).
 
-    .venv/bin/python bench/loop.py [--users 20000] [--pushes 30] [--out bench/results/loop.json]
+    .venv/bin/python bench/loop.py [--users 20000] [--pushes 30] [--drift-users 21000] [--parts store warm drift]
+                                   [--out bench/results/loop.json]
 
 Prints a table per part and writes JSON. Redis rows are skipped (with the reason) when Redis or
 PostgreSQL on 127.0.0.1 are unreachable. Runs in a temp project; nothing is left behind.
@@ -13,6 +16,7 @@ import argparse
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +36,7 @@ from seqops.features import store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.features.synthetic import generate_batch  # noqa: E402
 from seqops.models.sasrec import SASRecModel  # noqa: E402
-from seqops.models.train import train_sasrec  # noqa: E402
+from seqops.models.train import train_model  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
 from tests.features.test_store import PG_ADMIN, reachable  # noqa: E402
 
@@ -147,7 +151,7 @@ def warm_part(epochs: int) -> dict:
 
     def fit(model: SASRecModel, frame: pd.DataFrame) -> list[dict]:
         train, valid_in, valid_t = loo(sequences(frame))
-        return train_sasrec(model, train, valid_in, valid_t, train_p, eval_p, progress=False).history
+        return train_model(model, train, valid_in, valid_t, train_p, eval_p, progress=False).history
 
     torch.manual_seed(0)
     cold = fit(SASRecModel.from_params(n_items, 50, model_p), events)
@@ -163,6 +167,44 @@ def warm_part(epochs: int) -> dict:
             "warm_epochs_to_target": next((r["epoch"] for r in warm if r["val_ndcg@10"] >= target), None)}
 
 
+def run_cli(project: Path, *args: str) -> tuple[float, str]:
+    """`seqops ARGS --project P` as a user runs it; (seconds, stdout)."""
+    from seqops.flows.retrain import tool_env
+
+    started = time.perf_counter()
+    done = subprocess.run([str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)], cwd=project,
+                          env=tool_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"seqops {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started, done.stdout
+
+
+def drift_part(n_users: int, max_minutes: float) -> dict:
+    """A champion on batch 0, then a drifted batch 1 lands at t0: monitor → retrain → promoted at t2."""
+    from seqops.models.registry import Registry
+
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())  # full-size params, not the tests' small ones
+    defaults["data"]["synthetic"]["n_users"] = n_users
+    defaults["train"]["max_minutes"] = max_minutes
+    with tempfile.TemporaryDirectory() as tmp:
+        project = make_project(Path(tmp) / "project", defaults)
+        first_s, _ = run_cli(project, "retrain", "--batch", "0")
+        t0 = time.perf_counter()
+        run_cli(project, "generate", "--batch", "1", "--drift", "0.5")
+        monitor_s, monitor_out = run_cli(project, "monitor", "--no-trigger")
+        retrain_s, _ = run_cli(project, "retrain", "--no-land")
+        t2 = time.perf_counter() - t0
+        registry = Registry(Paths(project))
+        last = registry.versions()[-1]
+        counts = json.loads(Paths(project).ingest_metrics.read_text())
+        return {"events": counts.get("kept"), "users": n_users, "train_max_minutes": max_minutes,
+                "first_retrain_s": round(first_s, 1), "monitor_s": round(monitor_s, 1),
+                "monitor_saw_drift": "'status': 'drift'" in monitor_out, "retrain_s": round(retrain_s, 1),
+                "t2_s": round(t2, 1), "verdict": last["decision"]["verdict"], "promoted": registry.champion() == last["version"],
+                "epochs": len(last.get("history", [])), "stopped_by": "time budget" if last.get("history") and
+                sum(r["seconds"] for r in last["history"]) >= 60 * max_minutes else "early stopping / epochs"}
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -176,16 +218,26 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20000, help="entities to materialize")
     parser.add_argument("--pushes", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--drift-users", type=int, default=21000, help="users of the drift part (~48 events each)")
+    parser.add_argument("--drift-max-minutes", type=float, default=6.0, help="train.max_minutes of the drift part's retrains")
+    parser.add_argument("--parts", nargs="+", default=["store", "warm", "drift"], choices=["store", "warm", "drift"])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "loop.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    stores = store_part(args.users, args.pushes)
-    print_table("feature store: materialization and push → online freshness", stores)
-    warm = warm_part(args.epochs)
-    print_table("warm vs cold start (time to 95% of cold's best validation NDCG@10)", [warm])
+    out = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if "store" in args.parts:
+        out["stores"] = store_part(args.users, args.pushes)
+        print_table("feature store: materialization and push → online freshness", out["stores"])
+    if "warm" in args.parts:
+        out["warm_start"] = warm_part(args.epochs)
+        print_table("warm vs cold start (time to 95% of cold's best validation NDCG@10)", [out["warm_start"]])
+    if "drift" in args.parts:
+        out["drift_to_promote"] = drift_part(args.drift_users, args.drift_max_minutes)
+        print_table("drift lands at t0 → monitor → retrain → promoted at t2", [out["drift_to_promote"]])
+    out["load"] = open("/proc/loadavg").read().split()[:3]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"stores": stores, "warm_start": warm, "load": open("/proc/loadavg").read().split()[:3]}, indent=2))
+    args.out.write_text(json.dumps(out, indent=2))
     print(f"\nwrote {args.out}")
 
 
