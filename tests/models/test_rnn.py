@@ -106,9 +106,10 @@ def test_outputs_line_up_with_the_inputs(cls):
     model = tiny_model(cls, rnn_size=12)
     input_ids = batch([4, 9, 2], [1, 2, 3, 4, 5])
     hidden = model.encode(input_ids)
-    alone = model.proj(model.rnn(model.item_emb(torch.tensor([[4, 9, 2]])))[0])
+    head = lambda state: model.out_norm(model.proj(state))  # noqa: E731
+    alone = head(model.rnn(model.in_norm(model.item_emb(torch.tensor([[4, 9, 2]]))))[0])
     torch.testing.assert_close(hidden[0, -3:], alone[0])
-    assert torch.equal(hidden[0, :-3], model.proj(torch.zeros(12)).expand(5, -1))  # padding: a constant
+    assert torch.equal(hidden[0, :-3], head(torch.zeros(12)).expand(5, -1))  # padding: a constant
 
 
 @MODELS
