@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from seqops.models.base import SeqRecConfig, SeqRecModel, SeqRecOutput, positions_from_right, sampled_item_loss
+from seqops.models.sasrec import encoder_layer
 
 
 class BERT4RecConfig(SeqRecConfig):
@@ -45,19 +46,9 @@ class BERT4RecModel(SeqRecModel):
 
     def __init__(self, config: BERT4RecConfig):
         super().__init__(config)
-        if config.hidden_size % config.num_heads:
-            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
         self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
         self.drop = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(
-            d_model=config.hidden_size,
-            nhead=config.num_heads,
-            dim_feedforward=config.intermediate_size or 4 * config.hidden_size,
-            dropout=config.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        layer = encoder_layer(config)
         final_norm = nn.LayerNorm(config.hidden_size)
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, norm=final_norm, enable_nested_tensor=False)
         self.post_init()

@@ -30,28 +30,30 @@ class SASRecConfig(SeqRecConfig):
 SASRecOutput = SeqRecOutput
 
 
+def encoder_layer(config: SASRecConfig) -> nn.TransformerEncoderLayer:
+    """One pre-LayerNorm Transformer block of the config's size (SASRec's and BERT4Rec's)."""
+    if config.hidden_size % config.num_heads:
+        raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+    return nn.TransformerEncoderLayer(
+        d_model=config.hidden_size,
+        nhead=config.num_heads,
+        dim_feedforward=config.intermediate_size or 4 * config.hidden_size,
+        dropout=config.dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+
+
 class SASRecModel(SeqRecModel):
     config_class = SASRecConfig
     base_model_prefix = "sasrec"
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
-        if config.hidden_size % config.num_heads:
-            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
         self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                d_model=config.hidden_size,
-                nhead=config.num_heads,
-                dim_feedforward=config.intermediate_size or 4 * config.hidden_size,
-                dropout=config.dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            for _ in range(config.num_layers)
-        )
+        self.blocks = nn.ModuleList(encoder_layer(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_size)
         self.post_init()
 
@@ -71,4 +73,4 @@ class SASRecModel(SeqRecModel):
         return blocked.repeat_interleave(self.config.num_heads, dim=0)
 
 
-__all__ = ["SASRecConfig", "SASRecModel", "SASRecOutput"]
+__all__ = ["SASRecConfig", "SASRecModel", "SASRecOutput", "encoder_layer"]
