@@ -155,14 +155,19 @@ def main() -> None:
         horizon = params.model.churn_horizon_days * 86400
         print(f"{len(splits.train_seqs)} training users, {len(splits.test)} test users, {splits.n_items} items; "
               f"test churn share {splits.test.churn_labels(horizon).mean():.2f}", file=sys.stderr)
-        rows = baseline_rows(splits, params, params.ingest.event_types)
-        for name in args.models:
+        data = f"synthetic, 2 batches, {args.users} users, type_funnel {args.funnel}"
+        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+        by_name = {r["model"]: r for r in previous.get("rows", [])} if previous.get("data") == data else {}
+        for row in baseline_rows(splits, params, params.ingest.event_types):
+            by_name[row["model"]] = row
+        for name in args.models:  # rows of models not run now are kept from the last run on the same data
             print(f"== {name}", file=sys.stderr, flush=True)
-            rows.append(run(name, splits, paths, params, args))
+            by_name[name] = run(name, splits, paths, params, args)
+            rows = sorted(by_name.values(), key=lambda r: -1 if r["model"] not in MODELS else list(MODELS).index(r["model"]))
             print_table(rows)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({
-                "data": f"synthetic, 2 batches, {args.users} users, type_funnel {args.funnel}", "protocol": "leave-one-out, full ranking over all items",
+                "data": data, "protocol": "leave-one-out, full ranking over all items",
                 "heads": HEADS, "churn_horizon_days": params.model.churn_horizon_days,
                 "settings": {k: str(v) for k, v in vars(args).items()},
                 "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
