@@ -72,10 +72,10 @@ def leave_one_out(seqs: list[np.ndarray]) -> dict:
 
 def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rng: np.random.Generator) -> dict:
     kind, model_overrides, train_overrides = MODELS[name]
-    model_p = ModelParams(kind=kind, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                          dropout=args.dropout, **model_overrides)
-    train_p = TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                          device=args.device, max_minutes=args.budget_min, **train_overrides)
+    model_p = ModelParams(**{"kind": kind, "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
+                             "dropout": args.dropout, **model_overrides})
+    train_p = TrainParams(**{"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
+                             "device": args.device, "max_minutes": args.budget_min, **train_overrides})
     eval_p = EvaluateParams(ks=[5, 10, 20])
     torch.manual_seed(0)
     model = build_model(model_p, n_items, args.max_len)

@@ -23,6 +23,7 @@ META_FILE = "seqops.json"
 POPULARITY_DIR = "popularity"
 ITEMS_FILE = "items.parquet"
 REFERENCE_FILE = "reference.parquet"
+HEAD_BATCH = 1024  # histories per forward pass when scoring a whole test set
 
 
 def save_artifact(out_dir: Path, model: nn.Module, popularity: PopularityModel, meta: dict,
@@ -96,6 +97,7 @@ class Artifact:
     @torch.inference_mode()
     def head_scores(self, head: str, histories: list[np.ndarray], types: list[np.ndarray]) -> np.ndarray:
         """Logits of the next_action ([B, n_types]) or churn ([B]) head."""
-        input_ids, type_ids = self._inputs(histories, types)
         method = {"next_action": self.model.next_action_scores, "churn": self.model.churn_scores}[head]
-        return method(input_ids, type_ids).float().numpy()
+        parts = [method(*self._inputs(histories[i:i + HEAD_BATCH], types[i:i + HEAD_BATCH])).float().numpy()
+                 for i in range(0, len(histories), HEAD_BATCH)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)

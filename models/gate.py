@@ -313,6 +313,34 @@ def _prediction_sentence(pred: dict | None) -> str:
             f"{'drifted: ' + ', '.join(moved) if moved else 'popularity rank and category mix stable'} — informs, does not block.")
 
 
+SCORE_BATCH = 1024  # users scored at once: [batch, n_items] floats, whatever the test set's size
+
+
+def score_test_set(candidate: Artifact, champion: Artifact | None, test: EvalSet, n_items: int,
+                   exclude: list | None, exclude_seen_in_top: bool) -> dict:
+    """Ranks of the test targets under the candidate, the reference (champion, else popularity) and
+    popularity, and both models' top-k lists, computed batch by batch (a full score matrix of a
+    large catalogue would not fit in memory)."""
+    parts: dict[str, list] = {k: [] for k in ("candidate_ranks", "reference_ranks", "popularity_ranks",
+                                                 "candidate_top", "reference_top")}
+    for start in range(0, len(test), SCORE_BATCH):
+        rows = slice(start, start + SCORE_BATCH)
+        inputs, targets = test.inputs[rows], test.targets[rows]
+        types = test.types[rows] if test.types is not None else None
+        batch_exclude = exclude[rows] if exclude is not None else None
+        popularity = candidate.popularity.next_item_scores(inputs)
+        cand = candidate.scores(inputs, n_items, types)
+        ref = champion.scores(inputs, n_items, types) if champion else popularity
+        seen = inputs if exclude_seen_in_top else None
+        parts["candidate_ranks"].append(target_ranks(cand, targets, batch_exclude))
+        parts["reference_ranks"].append(target_ranks(ref, targets, batch_exclude))
+        parts["popularity_ranks"].append(target_ranks(popularity, targets, batch_exclude))
+        parts["candidate_top"].append(top_items(cand, PREDICTION_K, seen))
+        parts["reference_top"].append(top_items(ref, PREDICTION_K, seen))
+    empty = {"candidate_top": np.zeros((0, PREDICTION_K), np.int64), "reference_top": np.zeros((0, PREDICTION_K), np.int64)}
+    return {k: np.concatenate(v) if v else empty.get(k, np.zeros(0, np.int64)) for k, v in parts.items()}
+
+
 def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> dict:
     """Gate a registered candidate against the current champion; record and return the decision."""
     from seqops.models.gate_report import write_decision_html
@@ -325,21 +353,19 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
     champion = Artifact.load(registry.model_dir(champ_version)) if champ_version and champ_version != version else None
     n_items, exclude = candidate.n_items, (test.inputs if params.evaluate.exclude_seen else None)
 
-    cand_scores = candidate.scores(test.inputs, n_items, test.types)
-    ref_scores = champion.scores(test.inputs, n_items, test.types) if champion else candidate.popularity.next_item_scores(test.inputs)
-    cand_ranks, ref_ranks = target_ranks(cand_scores, test.targets, exclude), target_ranks(ref_scores, test.targets, exclude)
+    scored = score_test_set(candidate, champion, test, n_items, exclude, params.serving.exclude_seen)
+    cand_ranks, ref_ranks = scored["candidate_ranks"], scored["reference_ranks"]
     metrics_list = list(dict.fromkeys([gp.metric, *gp.compare_metrics]))
     comparison = compare(cand_ranks, ref_ranks, metrics_list, gp) if len(test) else {}
-    base_m = metrics_from_ranks(target_ranks(candidate.popularity.next_item_scores(test.inputs), test.targets, exclude), params.evaluate.ks)
+    base_m = metrics_from_ranks(scored["popularity_ranks"], params.evaluate.ks)
 
     seen = champion.reference().set_index("user_id")["n_events"] if champion else None
     events = pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type", "session_id"])
     drift = behaviour_drift(events, seen, (champion or candidate).popularity.counts, gp, out_dir)
     pred = None
     if champion is not None:
-        seen = test.inputs if params.serving.exclude_seen else None
         category = candidate.items().set_index("item_id")["category"].reindex(np.arange(n_items + 1)).fillna("unknown").to_numpy()
-        pred = prediction_drift(top_items(cand_scores, PREDICTION_K, seen), top_items(ref_scores, PREDICTION_K, seen),
+        pred = prediction_drift(scored["candidate_top"], scored["reference_top"],
                                 candidate.popularity.counts, category, out_dir)
     quality = {"missing_share": float(candidate.reference().isna().mean().mean()), **_ingest_quality(paths)}
 

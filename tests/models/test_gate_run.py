@@ -93,3 +93,14 @@ def test_unfair_evaluation_or_bad_quality_rejects_and_a_rejected_candidate_never
     with pytest.raises(RegistryError, match="not approved"):
         registry.promote()  # the default, the newest gated candidate, is this rejected one
     assert registry.champion() == v1
+
+
+def test_scoring_in_batches_gives_the_same_decision_numbers(gated, monkeypatch):
+    from seqops.models import gate
+
+    registry, paths, _, v2, decision = gated
+    monkeypatch.setattr(gate, "SCORE_BATCH", 7)  # many uneven batches instead of one
+    again = run_gate(registry, v2, paths, Params(gate=GateParams(bootstrap_samples=300)))
+    assert again["metrics"]["candidate"] == decision["metrics"]["candidate"]
+    assert again["metrics"]["champion"] == decision["metrics"]["champion"]
+    assert again["prediction_drift"]["overlap_at_k"] == decision["prediction_drift"]["overlap_at_k"]
