@@ -106,6 +106,12 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
     }
 
 
+def table_order(row: dict) -> tuple[int, str]:
+    """MODELS order; a suffixed row (another setting) right after its model."""
+    base = max((m for m in MODELS if row["model"].startswith(m)), key=len, default=None)
+    return (list(MODELS).index(base) if base else len(MODELS), row["model"])
+
+
 def print_table(rows: list[dict]) -> None:
     head = f"{'model':<15}{'loss':<9}{'NDCG@10':>9}{'HR@10':>8}{'MRR':>8}{'epochs':>8}{'train s':>9}{'train seq/s':>13}{'infer users/s':>15}"
     print(head)
@@ -129,11 +135,15 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=20.0, help="most minutes of training per model")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--name-suffix", default="", help="store the rows as MODEL+SUFFIX (e.g. a second setting of one model)")
     parser.add_argument("--valid-users", type=int, default=5000)
     parser.add_argument("--lm-users", type=int, default=2000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 when another job shares the 2 cores)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         seqs, n_items = load_sequences(args.data, Path(tmp))
@@ -145,8 +155,11 @@ def main() -> None:
     rows = {r["model"]: r for r in previous.get("rows", [])} if previous.get("data") == args.data.name else {}
     for name in args.models:
         print(f"== {name}", file=sys.stderr, flush=True)
-        rows[name] = run_model(name, split, n_items, args, np.random.default_rng(0))
-        ordered = [rows[m] for m in MODELS if m in rows]
+        row = run_model(name, split, n_items, args, np.random.default_rng(0))
+        row["model"] += args.name_suffix
+        row["settings"] = {"lr": args.lr, "dropout": args.dropout, "budget_min": args.budget_min, "threads": torch.get_num_threads()}
+        rows[row["model"]] = row
+        ordered = sorted(rows.values(), key=table_order)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({
             "data": args.data.name, "users": len(seqs), "items": n_items, "events": int(sum(map(len, seqs))),
