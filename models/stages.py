@@ -119,7 +119,8 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
         "protocol": protocol_label(params.evaluate),
         "exclude_seen": params.evaluate.exclude_seen,
         "kind": params.model.kind,
-        "model": evaluate(artifact.scores, test.inputs, test.targets, params.evaluate, types=types, item_counts=counts),
+        "model": evaluate(lambda h, t=None: artifact.scores(h, types=t), test.inputs, test.targets, params.evaluate,
+                          types=types, item_counts=counts),
         "popularity": evaluate(artifact.popularity.next_item_scores, test.inputs, test.targets, params.evaluate, item_counts=counts),
         "heads": head_metrics(artifact, test, params.ingest.event_types, params.model.churn_horizon_days * 86400),
     }
