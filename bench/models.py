@@ -96,7 +96,7 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
     test = evaluate(score, split["test_inputs"], split["test_targets"], eval_p, progress=True)
     infer_s = time.perf_counter() - t0
     return {
-        "model": name, "kind": kind, "loss": model_overrides.get("loss", "-") if kind not in ("popularity", "markov") else "-",
+        "model": name, "kind": kind, "loss": model_p.loss if kind not in ("popularity", "markov") else "-",
         "ndcg@10": test["ndcg@10"], "hr@10": test["hr@10"], "mrr": test["mrr"], "test": test,
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped, "best_val_ndcg@10": result.best["val_ndcg@10"],
         "train_wall_s": wall, "train_s": train_s,
