@@ -112,20 +112,6 @@ def test_outputs_line_up_with_the_inputs(cls):
     assert torch.equal(hidden[0, :-3], head(torch.zeros(12)).expand(5, -1))  # padding: a constant
 
 
-@MODELS
-def test_all_padding_rows_are_finite(cls):
-    model = tiny_model(cls)
-    scores = model.next_item_scores(torch.zeros(2, MAX_LEN, dtype=torch.long))
-    assert torch.isfinite(scores[:, 1:]).all()
-    model.train()
-    input_ids = torch.tensor([[0, 0, 0, 0], [0, 1, 2, 3]])
-    labels = torch.tensor([[0, 0, 0, 0], [0, 2, 3, 4]])
-    loss = model(input_ids, labels=labels).loss
-    loss.backward()
-    assert torch.isfinite(loss)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-
-
 def test_heads_train_through_the_base():
     model = tiny_model(GRU4RecModel, event_types=["view", "buy"], heads=["next_item", "next_action", "churn"])
     input_ids, type_ids = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 1, 1, 2]])
