@@ -75,7 +75,7 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
     model_p = ModelParams(**{"kind": kind, "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
                              "dropout": args.dropout, **model_overrides})
     train_p = TrainParams(**{"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
-                             "device": args.device, "max_minutes": args.budget_min, **train_overrides})
+                             "device": args.device, "amp": args.amp, "max_minutes": args.budget_min, **train_overrides})
     eval_p = EvaluateParams(ks=[5, 10, 20])
     torch.manual_seed(0)
     model = build_model(model_p, n_items, args.max_len)
@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--valid-users", type=int, default=5000)
     parser.add_argument("--lm-users", type=int, default=2000)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16: bf16 autocast on CPU too")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 when another job shares the 2 cores)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -157,7 +158,8 @@ def main() -> None:
         print(f"== {name}", file=sys.stderr, flush=True)
         row = run_model(name, split, n_items, args, np.random.default_rng(0))
         row["model"] += args.name_suffix
-        row["settings"] = {"lr": args.lr, "dropout": args.dropout, "budget_min": args.budget_min, "threads": torch.get_num_threads()}
+        row["settings"] = {"lr": args.lr, "dropout": args.dropout, "budget_min": args.budget_min, "threads": torch.get_num_threads(), "amp": args.amp,
+                           "patience": args.patience}
         rows[row["model"]] = row
         ordered = sorted(rows.values(), key=table_order)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_setting(amp: str, device: torch.device) -> tuple[bool, torch.dtype]:
+    """(enabled, dtype) of training autocast; validation and scoring always run in full precision."""
+    if amp == "off":
+        return False, torch.float32
+    if amp == "bf16":
+        return True, torch.bfloat16
+    if device.type != "cuda":
+        return False, torch.float32
+    return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def score_fn_for(model: torch.nn.Module, max_len: int, device: str | torch.device) -> ScoreFn:
     """(histories, types=None) -> [B, n_items + 1] float32 numpy scores, in eval mode and full precision."""
 
@@ -106,8 +117,8 @@ def train_model(
         raise ValueError("no training sequences with at least 2 items")
     # fused: one kernel per step instead of a dozen passes over the item table (~8x faster on CPU)
     optimizer = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, fused=True)
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp_dtype == torch.float16)
+    use_amp, amp_dtype = autocast_setting(p.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
 
     result, best_score, best_state, stale, trained_s = TrainResult(), -1.0, None, 0, 0.0
     for epoch in range(1, p.epochs + 1):
@@ -116,7 +127,7 @@ def train_model(
         bar = tqdm(loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=not progress)
         for batch in bar:
             batch = {name: column.to(device, non_blocking=True) for name, column in batch.items()}
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -182,4 +193,4 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
     return path
 
 
-__all__ = ["TrainResult", "plot_history", "resolve_device", "score_fn_for", "train_model", "train_sasrec"]
+__all__ = ["TrainResult", "autocast_setting", "plot_history", "resolve_device", "score_fn_for", "train_model", "train_sasrec"]

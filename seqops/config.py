@@ -119,6 +119,8 @@ class TrainParams(Section):
     patience: int = Field(3, ge=1, description="epochs without validation NDCG gain before stopping")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="auto: autocast on CUDA only (bf16 or fp16) | bf16: bf16 autocast on CPU too (AVX512-BF16/AMX) | off: fp32")
     warm_start: bool = True
     max_minutes: Optional[float] = Field(None, gt=0, description="stop after the epoch that passes this much training time")
 

@@ -34,6 +34,18 @@ def test_overfits_a_deterministic_pattern(tmp_path):
     assert plot_history(result.history, tmp_path / "curve.png").stat().st_size > 0
 
 
+def test_bf16_autocast_on_cpu_trains_and_validates_in_fp32():
+    train_seqs = [np.arange(u + 1, u + 7) for u in range(20)]
+    valid_inputs = [np.arange(u + 1, u + 8) for u in range(20)]
+    valid_targets = np.array([u + 8 for u in range(20)])
+    model = tiny_model(hidden_size=32)
+    p = TrainParams(epochs=15, batch_size=20, lr=1e-2, patience=15, device="cpu", amp="bf16")
+    result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    assert result.history[-1]["train_loss"] < 0.7 * result.history[0]["train_loss"]
+    assert score_fn_for(model, MAX_LEN, "cpu")(valid_inputs).dtype == np.float32
+    assert all(param.dtype == torch.float32 for param in model.parameters())
+
+
 def test_save_and_load_round_trip(tmp_path):
     model = tiny_model(num_layers=2)
     input_ids = torch.from_numpy(pad_left([np.array([1, 2, 3]), np.array([5]), np.arange(1, 12)], MAX_LEN))
