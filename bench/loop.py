@@ -226,19 +226,18 @@ def main() -> None:
     torch.set_num_threads(2)
 
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
-    parts = {
+    parts = {  # part -> (JSON key, run, table title)
         "store": ("stores", lambda: store_part(args.users, args.pushes),
                   "feature store: materialization and push → online freshness"),
-        "warm": ("warm_start", lambda: [warm_part(args.epochs)],
+        "warm": ("warm_start", lambda: warm_part(args.epochs),
                  "warm vs cold start (time to 95% of cold's best validation NDCG@10)"),
-        "drift": ("drift_to_promote", lambda: [drift_part(args.drift_users, args.drift_max_minutes)],
+        "drift": ("drift_to_promote", lambda: drift_part(args.drift_users, args.drift_max_minutes),
                   "drift lands at t0 → monitor → retrain → promoted at t2"),
     }
     for part in args.parts:  # in the order given; the JSON is rewritten after each part
         key, run, title = parts[part]
-        rows = run()
-        out[key] = rows if part == "store" else rows[0]
-        print_table(title, rows)
+        out[key] = run()
+        print_table(title, out[key] if isinstance(out[key], list) else [out[key]])
         out["load"] = open("/proc/loadavg").read().split()[:3]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2))

@@ -16,11 +16,15 @@ def tiny_model(seed: int = 0, **overrides) -> SASRecModel:
     return SASRecModel(SASRecConfig(**{**config, **overrides})).eval()
 
 
-def test_overfits_a_deterministic_pattern(tmp_path):
-    # user u walks u+1 -> u+2 -> ...; the next item is always last + 1
+def walk_pattern() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """User u walks u+1 -> u+2 -> ...; the next item is always last + 1. (train, valid inputs, valid targets)"""
     train_seqs = [np.arange(u + 1, u + 7) for u in range(20)]
     valid_inputs = [np.arange(u + 1, u + 8) for u in range(20)]
-    valid_targets = np.array([u + 8 for u in range(20)])
+    return train_seqs, valid_inputs, np.array([u + 8 for u in range(20)])
+
+
+def test_overfits_a_deterministic_pattern(tmp_path):
+    train_seqs, valid_inputs, valid_targets = walk_pattern()
     model = tiny_model(hidden_size=32)
     p = TrainParams(epochs=40, batch_size=20, lr=1e-2, patience=40, device="cpu")
     result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
@@ -35,9 +39,7 @@ def test_overfits_a_deterministic_pattern(tmp_path):
 
 
 def test_bf16_autocast_on_cpu_trains_and_validates_in_fp32():
-    train_seqs = [np.arange(u + 1, u + 7) for u in range(20)]
-    valid_inputs = [np.arange(u + 1, u + 8) for u in range(20)]
-    valid_targets = np.array([u + 8 for u in range(20)])
+    train_seqs, valid_inputs, valid_targets = walk_pattern()
     model = tiny_model(hidden_size=32)
     p = TrainParams(epochs=15, batch_size=20, lr=1e-2, patience=15, device="cpu", amp="bf16")
     result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
