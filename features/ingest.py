@@ -11,7 +11,6 @@ id) over all valid rows, so appending a later batch keeps every earlier id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -32,10 +31,11 @@ import pyarrow.parquet as pq
 from seqops.config import IngestParams, Paths
 from seqops.features import cleaning
 from seqops.features.cleaning import REASONS, code
+from seqops.io import file_md5
 from seqops.features.loaders import SYNTHETIC_COLUMNS, IngestError, Malformed, Plan, Source, first_data_line, plan, read_blocks
 
 __all__ = ["EVENT_COLUMNS", "QUARANTINE_COLUMNS", "RAW_COLUMNS", "REASONS", "IngestError", "IngestResult",
-           "counts_table", "file_md5", "ingest", "write_outputs"]
+           "counts_table", "ingest", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,6 @@ EVENTS_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("t
                            ("session_id", pa.int64())])
 QUARANTINE_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in QUARANTINE_COLUMNS])
 _POW10 = 10 ** np.arange(1, 19, dtype=np.int64)
-
-
-def file_md5(path: Path) -> str:
-    """The md5 DVC records for a file."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- raw ids → codes -----------------------------------------------------------------------------

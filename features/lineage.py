@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from seqops.config import IngestParams, Paths
-from seqops.features.ingest import IngestResult, file_md5
+from seqops.features.ingest import IngestResult
+from seqops.io import file_md5
 
 REPORT_SAMPLE = 100_000  # events summarised by the Evidently report (an even sample)
 

@@ -25,7 +25,8 @@ import pandas as pd
 from seqops.config import GateParams, Params, Paths
 from seqops.models.artifact import Artifact
 from seqops.models.evaluate import head_metrics, metrics_from_ranks, target_ranks, top_items
-from seqops.models.registry import Registry, now_iso, write_json_atomic
+from seqops.io import now_iso, write_json_atomic
+from seqops.models.registry import Registry
 from seqops.models.splits import EvalSet, protocol_label
 
 # Per-user behaviour, all intensive (they do not grow with the length of a user's history), so the

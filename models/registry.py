@@ -18,57 +18,24 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from filelock import FileLock
 
 from seqops.config import ConfigError, Paths, RegistryParams, load_params
+from seqops.io import LEGACY_CRASH_ENV as CRASH_ENV
+from seqops.io import crash_point, now_iso, write_json_atomic
 
 MODEL_NAME = "seqops-recommender"
-CRASH_ENV = "SEQOPS_REGISTRY_CRASH_AT"
 DSN_ENV = "SEQOPS_REGISTRY_DSN"
 ACTOR_ENV = "SEQOPS_ACTOR"
 
 
 class RegistryError(RuntimeError):
     """A registry operation was refused (unknown version, rejected candidate, nothing to roll back)."""
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def crash_point(step: str) -> None:
-    """Fault injection for the atomicity tests: SIGKILL this process when $SEQOPS_REGISTRY_CRASH_AT
-    names `step` (no cleanup runs, exactly like a power cut or the OOM killer)."""
-    if os.environ.get(CRASH_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write-then-rename: readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    crash_point("before-rename")
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)  # the rename itself survives a power cut
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def use_bentoml_home(paths: Paths) -> None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from seqops.config import Params, Paths
+from seqops.io import file_md5
 from seqops.features.sequences import user_summary
 from seqops.models.artifact import Artifact, save_artifact
 from seqops.models.baselines import PopularityModel
@@ -22,15 +23,6 @@ from seqops.models.train import is_fitted_by_counting, plot_history, train_model
 from seqops.models.zoo import build_model
 
 log = logging.getLogger(__name__)
-
-
-def file_md5(path) -> str:
-    """Same hash DVC records for a file output in dvc.lock: the data version."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def params_hash(params: Params) -> str:

@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from seqops.config import IngestParams, Paths, SyntheticParams
-from seqops.features.ingest import file_md5, ingest, write_outputs
+from seqops.features.ingest import ingest, write_outputs
+from seqops.io import file_md5
 from seqops.features.lineage import data_report, lineage, read_manifest, render_lineage, write_manifest
 from seqops.features.synthetic import write_batch
 from seqops.flows.cli import app
