@@ -50,7 +50,7 @@ class Artifact:
     @classmethod
     def load(cls, path: Path) -> "Artifact":
         meta = json.loads((path / META_FILE).read_text())
-        model = model_class(meta.get("model_class")).from_pretrained(path)
+        model = model_class(meta["model_class"]).from_pretrained(path)
         model.eval()
         popularity = PopularityModel.load(path / POPULARITY_DIR)
         return cls(path, model, popularity, meta)

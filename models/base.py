@@ -24,11 +24,10 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from seqops.config import HEADS, ITEM_LOSSES
+
 if TYPE_CHECKING:
     from seqops.config import ModelParams
-
-ITEM_LOSSES = ("ce", "bce", "sampled")
-HEADS = ("next_item", "next_action", "churn")
 
 
 class SeqRecConfig(PreTrainedConfig):

@@ -14,27 +14,22 @@ next-item loss of inference. The next_action / churn heads are trained at the ne
 rows where only it is masked (the state that predicts the next event); rows with random masks
 train the items alone, since their states see future events.
 
-Positions are counted from the right (extra left padding never changes a score); padding keys are
-masked out of attention, and each position may attend to itself, so all-padding rows stay finite.
-Blocks are pre-LayerNorm with a final LayerNorm (the paper's post-LN BERT blocks learnt markedly
-slower in the overfitting test).
+The bidirectional encoder is the Transformer stack shared with SASRec (`models/transformer.py`):
+pre-LayerNorm blocks with a final LayerNorm (the paper's post-LN BERT blocks learnt markedly slower
+in the overfitting test).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from seqops.models.base import SeqRecConfig, SeqRecModel, SeqRecOutput, positions_from_right, sampled_item_loss
-from seqops.models.sasrec import encoder_layer
+from seqops.models.base import SeqRecModel, SeqRecOutput, sampled_item_loss
+from seqops.models.transformer import TransformerConfig, TransformerEncoder
 
 
-class BERT4RecConfig(SeqRecConfig):
+class BERT4RecConfig(TransformerConfig):
     model_type = "seqops-bert4rec"
 
-    num_layers: int = 2
-    num_heads: int = 2
-    intermediate_size: int | None = None  # feed-forward width, default 4 * hidden_size
     mask_prob: float = 0.2  # share of items replaced by [MASK] in training
     mask_last_prob: float = 0.1  # share of training rows that mask only their newest item
 
@@ -46,11 +41,7 @@ class BERT4RecModel(SeqRecModel):
 
     def __init__(self, config: BERT4RecConfig):
         super().__init__(config)
-        self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
-        self.drop = nn.Dropout(config.dropout)
-        layer = encoder_layer(config)
-        final_norm = nn.LayerNorm(config.hidden_size)
-        self.encoder = nn.TransformerEncoder(layer, config.num_layers, norm=final_norm, enable_nested_tensor=False)
+        self.encoder = TransformerEncoder(config, causal=False)
         self.post_init()
 
     @property
@@ -58,11 +49,7 @@ class BERT4RecModel(SeqRecModel):
         return self.config.n_items + 1
 
     def encode(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        positions = positions_from_right(input_ids, self.config.max_len)
-        x = self.drop(self.embed(input_ids, type_ids) + self.pos_emb(positions))
-        is_pad = input_ids == 0
-        blocked = is_pad[:, None, :] & ~torch.eye(input_ids.shape[1], dtype=torch.bool, device=input_ids.device)
-        return self.encoder(x, mask=blocked.repeat_interleave(self.config.num_heads, dim=0))
+        return self.encoder(self.embed(input_ids, type_ids), input_ids)
 
     def last_state(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None) -> torch.Tensor:
         """The state at a [MASK] appended after the history (its type unknown: 0)."""

@@ -117,8 +117,8 @@ def rank_metrics(
 
 
 def model_metrics(evaluation: dict) -> dict:
-    """The candidate's own metrics in an evaluate-stage file (files before model kinds said 'sasrec')."""
-    return evaluation.get("model") or evaluation.get("sasrec") or {}
+    """The candidate's own metrics in an evaluate-stage file."""
+    return evaluation.get("model") or {}
 
 
 def ranking_label(p: EvaluateParams) -> str:

@@ -113,12 +113,6 @@ class LMRecModel(SeqRecModel):
         model = super().from_params(n_items, max_len, p, **overrides)
         return model.start_from_text(item_texts)
 
-    @classmethod
-    def create(cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None,
-               item_texts: Sequence[str] | None = None, **overrides) -> "LMRecModel":
-        """`from_params` with the item texts (what models/zoo.py calls)."""
-        return cls.from_params(n_items, max_len, p, event_types, item_texts=item_texts, **overrides)
-
     @torch.no_grad()
     def start_from_text(self, item_texts: Sequence[str] | None = None) -> "LMRecModel":
         """Load the text model's pretrained weights, tokenize the item texts and event types into the

@@ -173,7 +173,6 @@ def train_model(
     return result
 
 
-train_sasrec = train_model  # the name earlier code and tests know
 
 
 def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
@@ -193,4 +192,4 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
     return path
 
 
-__all__ = ["TrainResult", "autocast_setting", "plot_history", "resolve_device", "score_fn_for", "train_model", "train_sasrec"]
+__all__ = ["TrainResult", "autocast_setting", "plot_history", "resolve_device", "score_fn_for", "train_model"]

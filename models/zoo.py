@@ -11,7 +11,7 @@ import importlib
 
 from torch import nn
 
-from seqops.config import ModelParams
+from seqops.config import MODEL_KINDS, ModelParams
 
 KINDS = {
     "sasrec": "seqops.models.sasrec:SASRecModel",
@@ -22,12 +22,12 @@ KINDS = {
     "markov": "seqops.models.markov:MarkovModel",
     "popularity": "seqops.models.markov:PopularityRecModel",
 }
-DEFAULT_CLASS = KINDS["sasrec"]  # artifacts written before model_class was recorded
+assert tuple(KINDS) == MODEL_KINDS, "models/zoo.py KINDS and seqops/config.py ModelKind must list the same kinds"
 
 
-def model_class(spec: str | None) -> type:
+def model_class(spec: str) -> type:
     """"package.module:Class" (or a kind name) -> the class."""
-    spec = KINDS.get(spec or "", spec) or DEFAULT_CLASS
+    spec = KINDS.get(spec, spec)
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -42,7 +42,7 @@ def build_model(p: ModelParams, n_items: int, max_len: int, event_types: list[st
     model's item tokens and, with `p.item_text: init`, an id model's item table."""
     cls = model_class(p.kind)
     if p.kind == "lm":
-        return cls.create(n_items, max_len, p, event_types, item_texts)
+        return cls.from_params(n_items, max_len, p, event_types, item_texts=item_texts)
     model = cls.from_params(n_items, max_len, p, event_types)
     if p.item_text == "init" and hasattr(model, "item_emb"):
         from seqops.models.text import embed_texts, init_item_embeddings

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,8 +42,8 @@ class DataParams(Section):
     synthetic: SyntheticParams = SyntheticParams()
 
 
-INGEST_FORMATS = ("synthetic", "taobao", "retailrocket", "movielens", "sasrec", "csv")
 IngestFormat = Literal["synthetic", "taobao", "retailrocket", "movielens", "sasrec", "csv"]
+INGEST_FORMATS: tuple[str, ...] = get_args(IngestFormat)
 
 
 class CsvMapping(Section):
@@ -87,9 +87,12 @@ class FeatureParams(Section):
         "local", description="local: SQLite online + file registry; scale_out: Redis online + PostgreSQL registry")
 
 
-MODEL_KINDS = ("sasrec", "bert4rec", "gru4rec", "lstm", "lm", "markov", "popularity")
 ModelKind = Literal["sasrec", "bert4rec", "gru4rec", "lstm", "lm", "markov", "popularity"]
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 Head = Literal["next_item", "next_action", "churn"]
+HEADS: tuple[str, ...] = get_args(Head)
+ItemLoss = Literal["ce", "bce", "sampled"]
+ITEM_LOSSES: tuple[str, ...] = get_args(ItemLoss)
 
 
 class ModelParams(Section):
@@ -98,7 +101,7 @@ class ModelParams(Section):
     num_layers: int = Field(2, gt=0)
     num_heads: int = Field(2, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
-    loss: Literal["ce", "bce", "sampled"] = Field(
+    loss: ItemLoss = Field(
         "ce", description="next-item loss: full softmax | BCE with one negative | sampled softmax")
     n_negatives: int = Field(100, gt=0, description="negatives of the sampled softmax")
     mask_prob: float = Field(0.2, gt=0, lt=1, description="bert4rec: share of items masked in training")

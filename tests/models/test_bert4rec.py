@@ -24,7 +24,7 @@ def batch(*histories) -> torch.Tensor:
 
 
 def test_overfits_a_deterministic_pattern():
-    from seqops.models.train import train_sasrec
+    from seqops.models.train import train_model
 
     # user u walks u+1 -> u+2 -> ...; the next item is always last + 1. Cloze training sees few
     # targets per step, so it gets more epochs than SASRec's test.
@@ -33,7 +33,7 @@ def test_overfits_a_deterministic_pattern():
     valid_targets = np.array([u + 8 for u in range(20)])
     model = tiny_model(hidden_size=32, mask_last_prob=0.2)
     p = TrainParams(epochs=150, batch_size=20, lr=1e-2, patience=150, device="cpu")
-    result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    result = train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
 
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.5 * losses[0]
@@ -60,7 +60,7 @@ def test_from_params_uses_model_params():
     model = BERT4RecModel.from_params(N_ITEMS, MAX_LEN, p)
     c = model.config
     assert (c.hidden_size, c.num_layers, c.num_heads, c.mask_prob, c.dropout) == (8, 1, 2, 0.3, 0.1)
-    assert len(model.encoder.layers) == 1
+    assert len(model.encoder.blocks) == 1
     assert model.item_emb.weight.shape == (N_ITEMS + 2, 8)  # items, padding and [MASK]
 
 

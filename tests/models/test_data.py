@@ -4,7 +4,7 @@ import torch
 from seqops.config import EvaluateParams, TrainParams
 from seqops.models.data import NextItemDataset, churn_flags, collate_left_padded, make_loader, pad_left, type_ids
 from seqops.models.sasrec import SASRecConfig, SASRecModel
-from seqops.models.train import train_sasrec
+from seqops.models.train import train_model
 
 
 def test_pad_left_keeps_the_newest_items_on_the_right():
@@ -57,6 +57,6 @@ def test_training_labels_never_contain_validation_targets():
     forward = model.forward
     model.forward = lambda input_ids, labels=None, **side: (seen_labels.append(labels), forward(input_ids, labels, **side))[1]
     p = TrainParams(epochs=2, batch_size=4, device="cpu")
-    train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
     seen = torch.cat([lab.flatten() for lab in seen_labels if lab is not None])
     assert len(seen) and not (seen == 10).any()

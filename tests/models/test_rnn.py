@@ -34,7 +34,7 @@ def test_the_cell_is_the_only_difference():
 
 @MODELS
 def test_overfits_a_deterministic_pattern(cls):
-    from seqops.models.train import train_sasrec
+    from seqops.models.train import train_model
 
     # user u walks u+1 -> u+2 -> ...; the next item is always last + 1 (the last two users' targets
     # never occur in training, so at most 18 of 20 can be first)
@@ -43,7 +43,7 @@ def test_overfits_a_deterministic_pattern(cls):
     valid_targets = np.array([u + 8 for u in range(20)])
     model = tiny_model(cls, hidden_size=32)
     p = TrainParams(epochs=100, batch_size=20, lr=1e-2, patience=100, device="cpu")
-    result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    result = train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
 
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.5 * losses[0]

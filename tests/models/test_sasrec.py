@@ -5,7 +5,7 @@ import torch
 from seqops.config import EvaluateParams, ModelParams, TrainParams
 from seqops.models.data import pad_left
 from seqops.models.sasrec import SASRecConfig, SASRecModel
-from seqops.models.train import plot_history, score_fn_for, train_sasrec
+from seqops.models.train import plot_history, score_fn_for, train_model
 
 N_ITEMS, MAX_LEN = 30, 8
 
@@ -27,7 +27,7 @@ def test_overfits_a_deterministic_pattern(tmp_path):
     train_seqs, valid_inputs, valid_targets = walk_pattern()
     model = tiny_model(hidden_size=32)
     p = TrainParams(epochs=40, batch_size=20, lr=1e-2, patience=40, device="cpu")
-    result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    result = train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
 
     losses = [row["train_loss"] for row in result.history]
     assert losses[-1] < 0.5 * losses[0]
@@ -42,7 +42,7 @@ def test_bf16_autocast_on_cpu_trains_and_validates_in_fp32():
     train_seqs, valid_inputs, valid_targets = walk_pattern()
     model = tiny_model(hidden_size=32)
     p = TrainParams(epochs=15, batch_size=20, lr=1e-2, patience=15, device="cpu", amp="bf16")
-    result = train_sasrec(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
+    result = train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
     assert result.history[-1]["train_loss"] < 0.7 * result.history[0]["train_loss"]
     assert score_fn_for(model, MAX_LEN, "cpu")(valid_inputs).dtype == np.float32
     assert all(param.dtype == torch.float32 for param in model.parameters())
@@ -62,7 +62,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_from_params_uses_model_params():
     model = SASRecModel.from_params(N_ITEMS, MAX_LEN, ModelParams(hidden_size=8, num_layers=1, num_heads=2))
-    assert (model.config.hidden_size, model.config.num_layers, len(model.blocks)) == (8, 1, 1)
+    assert (model.config.hidden_size, model.config.num_layers, len(model.encoder.blocks)) == (8, 1, 1)
 
 
 def test_grow_items_keeps_old_rows(tmp_path):
