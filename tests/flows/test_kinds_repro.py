@@ -12,7 +12,6 @@ import yaml
 from seqops.config import Paths
 from seqops.flows.retrain import tool_env
 from tests.conftest import make_project
-from tests.flows.test_loop_e2e import seqops
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -38,7 +37,7 @@ def repro(project: Path, name: str) -> dict:
     return json.loads(Paths(project).eval_metrics.read_text())
 
 
-def test_every_kind_trains_through_dvc_repro(tmp_path):
+def test_every_kind_trains_through_dvc_repro(tmp_path, seqops):
     project = make_project(tmp_path / "project")
     seqops(project, "generate", "--batch", "0")
     paths = Paths(project)

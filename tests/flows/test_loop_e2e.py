@@ -2,8 +2,6 @@
 registry → BentoML HTTP service on a free loopback port."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,20 +13,12 @@ import yaml
 from seqops.config import Paths
 from seqops.features import store as feature_store
 from seqops.flows.demo import running_service
-from seqops.flows.retrain import tool_env
 from seqops.models.registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def seqops(project: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)]
-    done = subprocess.run(cmd, cwd=project, env=tool_env(), capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done
-
-
-def test_the_whole_loop(project):
+def test_the_whole_loop(project, seqops):
     paths = Paths(project)
     seqops(project, "retrain", "--batch", "0")
     registry = Registry(paths)

@@ -10,14 +10,13 @@ import yaml
 from seqops.config import Paths
 from seqops.models.registry import Registry
 from tests.conftest import make_project
-from tests.flows.test_loop_e2e import seqops
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 DAYS = {"data": {"synthetic": {"days_per_batch": 1, "sessions_per_user": 3.0}}}
 
 
-def test_a_week_of_retraining_tells_its_story(tmp_path):
+def test_a_week_of_retraining_tells_its_story(tmp_path, seqops):
     project = make_project(tmp_path / "project", DAYS)
     before = (project / "params.yaml").read_text()
     seqops(project, "simulate-week", "--days", "4", "--drift-day", "2", "--bad-day", "3")

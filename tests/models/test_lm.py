@@ -10,7 +10,6 @@ from seqops.models.lm import LMRecModel
 from seqops.models.text import load_tokenizer, render_history
 from seqops.models.train import score_fn_for, train_model
 from tests.conftest import assert_same_scores
-from tests.models.test_text import make_tiny_text_model
 
 N_ITEMS, MAX_LEN = 20, 8
 TYPES = ["view", "cart", "purchase"]
@@ -25,11 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory) -> str:
-    return str(make_tiny_text_model(tmp_path_factory.mktemp("tiny-bert")))
 
 
 def tiny_lm(text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXTS, seed: int = 0,

@@ -4,21 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
 from seqops.models.sasrec import SASRecConfig, SASRecModel
 from seqops.models.text import (embed_texts, init_item_embeddings, item_texts, load_tokenizer, render_history,
                                 resolve_text_model, tokenize_fixed)
-
-
-def make_tiny_text_model(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
-    """A random 2-layer BERT with the bundled MiniLM tokenizer: a local text model that loads in ms."""
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=256)
-    BertModel(config).save_pretrained(folder)
-    load_tokenizer("all-MiniLM-L6-v2").save_pretrained(folder)
-    return folder
 
 
 def test_resolve_text_model(tmp_path):
