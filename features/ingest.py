@@ -5,8 +5,9 @@ the global steps (duplicates, vocabularies, rating threshold, k-core, sessions) 
 those arrays (`cleaning`). Every row read ends up either in the events or in the quarantine with a
 reason, its source file and line, so `counts["read"] == counts["kept"] + sum(counts[r] for r in REASONS)`.
 
-Ids are dense ints from 1 (0 is padding), given in order of first appearance (timestamp, then raw
-id) over all valid rows, so appending a later batch keeps every earlier id.
+Ids are dense ints from 1 (0 is padding). Vocabularies only grow: a raw id an earlier ingest wrote
+(under `paths.vocab`) keeps its id whatever this run reads (a one-off `--path` file, late data), and
+new raw ids get the ids after the largest, in order of first appearance (timestamp, then raw id).
 """
 
 from __future__ import annotations
@@ -335,10 +336,52 @@ def _first_seen(first: np.ndarray, uniques: pa.Array) -> np.ndarray:
     return ids
 
 
-def _vocab_table(ids: np.ndarray, uniques: pa.Array, id_col: str) -> pa.Table:
-    code_of = np.empty(int(ids.max(initial=0)), dtype=np.int64)
-    code_of[ids[ids > 0] - 1] = np.flatnonzero(ids > 0)
-    return pa.table({"raw_id": uniques.take(pa.array(code_of)), id_col: pa.array(np.arange(1, len(code_of) + 1))})
+@dataclass
+class Known:
+    """The vocabularies an earlier ingest wrote (empty tables on a first run): their ids never change."""
+
+    users: pa.Table  # raw_id, user_id
+    items: pa.Table  # raw_id, item_id, category, title
+
+    @classmethod
+    def read(cls, paths: Paths) -> Known:
+        return cls(_read_vocab(paths.vocab / "users.parquet", "user_id"), _read_vocab(paths.vocab / "items.parquet", "item_id"))
+
+
+def _read_vocab(path: Path, id_col: str) -> pa.Table:
+    """A vocabulary file, checked to be one id per raw id and one raw id per id (else no growth can
+    keep every id it gave out: refuse, before anything is read or written)."""
+    if not path.exists():
+        return pa.table({"raw_id": pa.array([], pa.string()), id_col: pa.array([], pa.int64())})
+    table = pq.read_table(path)
+    table = table.set_column(0, "raw_id", pc.cast(table["raw_id"], pa.string())).set_column(
+        1, id_col, pc.cast(table[id_col], pa.int64()))
+    frame = table.select(["raw_id", id_col]).to_pandas()
+    clashes = int(frame["raw_id"].duplicated(keep=False).sum() + frame[id_col].duplicated(keep=False).sum())
+    if clashes or (frame[id_col] < 1).any():
+        raise IngestError(f"{path}: {clashes or int((frame[id_col] < 1).sum())} {id_col}s are not one id per raw id "
+                          f"(ids from 1); growing it would move them. Nothing was written: restore the file "
+                          f"(`dvc checkout .seqops/events/vocab`) or remove it to start new ids.")
+    return table
+
+
+def _grown_ids(first: np.ndarray, uniques: pa.Array, known: pa.Table) -> np.ndarray:
+    """Id per code: a known raw id's own, else (if it has a valid row) the next after the largest
+    known id, in order of first appearance; 0 for codes with no valid row that are not known."""
+    known_at = pc.index_in(uniques, value_set=known["raw_id"]).to_numpy(zero_copy_only=False)
+    is_known = ~np.isnan(known_at)
+    never = np.iinfo(np.int64).max
+    ids = _first_seen(np.where(is_known, never, first), uniques)
+    ids[ids > 0] += int(pc.max(known[known.column_names[1]]).as_py() or 0)
+    ids[is_known] = known[known.column_names[1]].to_numpy()[known_at[is_known].astype(np.int64)]
+    return ids
+
+
+def _vocab_table(ids: np.ndarray, uniques: pa.Array, id_col: str, known: pa.Table) -> pa.Table:
+    """The known rows, then the new ids of this run (`ids` per code, 0 for none), sorted by id."""
+    new = np.flatnonzero(ids > int(pc.max(known[id_col]).as_py() or 0))
+    table = pa.table({"raw_id": uniques.take(pa.array(new)), id_col: pa.array(ids[new], pa.int64())})
+    return pa.concat_tables([known.select(["raw_id", id_col]), table]).sort_by(id_col)
 
 
 def _first_row_category(item: np.ndarray, row_cat: np.ndarray, n_items: int) -> np.ndarray:
@@ -385,18 +428,19 @@ def ingest(path: Path, p: IngestParams, paths: Paths, now: datetime | None = Non
     """Read every source of `path` in format `fmt` (default `p.format`); clean; build the outputs.
 
     `now` (default: the wall clock) is the reference for `future_timestamp`. The vocabularies of a
-    previous run (under `paths.vocab`) are only compared against, to warn if any id moved.
+    previous run (under `paths.vocab`) are grown: every id they hold is kept (IngestError when they
+    cannot be, e.g. a raw id under two ids).
     """
     the_plan = plan(fmt or p.format, Path(path), p)
+    known = Known.read(paths)
     now_us = int(pd.Timestamp(now or datetime.now(timezone.utc)).value // 1000)
     with ThreadPoolExecutor(max_workers=1) as hasher:  # hashing overlaps parsing
         reader = _Reader(p, now_us + p.future_tolerance_s * 1_000_000, hasher)
         for source in the_plan.sources:
             reader.read(source)
-        result = _build(reader, the_plan, p)
+        result = _build(reader, the_plan, p, known)
         result.meta_files = [{"name": f.name, "path": str(f.resolve()), "size": f.stat().st_size, "md5": file_md5(f)}
                              for f in the_plan.meta_files]
-    _check_stable(paths, users=result.users_table, items=result.items_table)
     return result
 
 
@@ -429,12 +473,13 @@ class Kept:
     event: np.ndarray
 
 
-def _vocab_ids(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-    """User and item id per code (first appearance order), each with one more entry for the spare
-    code of parked rows: the user id after the last (sorts last), the item id 0."""
-    uid_of = _first_seen(_first_times(rows.user, rows.ts, len(rows.user_ids) + 1)[:-1], rows.user_ids)
-    iid_of = _first_seen(_first_times(rows.item, rows.ts, len(rows.item_ids) + 1)[:-1], rows.item_ids)
-    return np.append(uid_of, len(uid_of) + 1), np.append(iid_of, 0)
+def _vocab_ids(rows: Rows, known: Known) -> tuple[np.ndarray, np.ndarray]:
+    """User and item id per code (known ids kept, new ones after), each with one more entry for the
+    spare code of parked rows: a user id after every other (sorts last), the item id 0."""
+    uid_of = _grown_ids(_first_times(rows.user, rows.ts, len(rows.user_ids) + 1)[:-1], rows.user_ids, known.users)
+    iid_of = _grown_ids(_first_times(rows.item, rows.ts, len(rows.item_ids) + 1)[:-1], rows.item_ids, known.items)
+    last_user = max(int(uid_of.max(initial=0)), int(pc.max(known.users["user_id"]).as_py() or 0))
+    return np.append(uid_of, last_user + 1), np.append(iid_of, 0)
 
 
 def _clean(rows: Rows, n_valid: int, uid_of: np.ndarray, iid_of: np.ndarray, p: IngestParams) -> Kept:
@@ -456,7 +501,7 @@ def _clean(rows: Rows, n_valid: int, uid_of: np.ndarray, iid_of: np.ndarray, p: 
 def _events_table(rows: Rows, kept: Kept, iid_of: np.ndarray, names: pa.Array, item_cat: np.ndarray,
                   session: np.ndarray, event_types: list[str]) -> pa.Table:
     """The canonical events (EVENT_COLUMNS); event type and category dictionary-encoded."""
-    by_iid = np.zeros(len(iid_of), dtype=np.int64)
+    by_iid = np.zeros(int(iid_of.max(initial=0)) + 1, dtype=np.int64)
     by_iid[iid_of] = item_cat  # category code by item id (unused id 0 takes the codes without an id)
     category = by_iid[kept.item]
     if rows.category is not None:  # the row's own category where it has one
@@ -479,10 +524,10 @@ def _counts(r: _Reader, rows: Rows, kept: Kept) -> dict[str, int]:
     return {"read": len(rows.reason) + int(per_reason[0]), "kept": len(kept.at), **dict(zip(REASONS, map(int, per_reason)))}
 
 
-def _build(r: _Reader, the_plan: Plan, p: IngestParams) -> IngestResult:
+def _build(r: _Reader, the_plan: Plan, p: IngestParams, known: Known) -> IngestResult:
     rows = r.finish()
     n_valid = _park_invalid(rows)
-    uid_of, iid_of = _vocab_ids(rows)
+    uid_of, iid_of = _vocab_ids(rows, known)
     meta = the_plan.item_meta()
     row_cat = None if rows.category is None else _first_row_category(rows.item, rows.category, len(rows.item_ids))
     names, item_cat = _categories(rows, row_cat, meta)
@@ -495,17 +540,30 @@ def _build(r: _Reader, the_plan: Plan, p: IngestParams) -> IngestResult:
     kept_per_file = np.bincount(np.searchsorted([f.start for f in r.files], kept.at, side="right") - 1,
                                 minlength=len(r.files))
     return IngestResult(events, _quarantine(r, rows, names, item_cat, p.event_types), _counts(r, rows, kept),
-                        _vocab_table(uid_of[:-1], rows.user_ids, "user_id"),
-                        _items_table(iid_of[:-1], rows, names, item_cat, meta),
+                        _vocab_table(uid_of[:-1], rows.user_ids, "user_id", known.users),
+                        _items_table(iid_of[:-1], rows, names, item_cat, meta, known.items),
                         stats=stats, files=_file_entries(r.files, kept_per_file), format=the_plan.format)
 
 
-def _items_table(iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.ndarray, meta: pd.DataFrame | None) -> pa.Table:
-    items = _vocab_table(iid_of, rows.item_ids, "item_id")
-    code_of = np.empty(len(items), np.int64)
-    code_of[iid_of[iid_of > 0] - 1] = np.flatnonzero(iid_of > 0)
-    items = items.append_column("category", names.take(pa.array(item_cat[code_of])))
-    return items.append_column("title", _titles(items["raw_id"], meta))
+def _items_table(iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.ndarray, meta: pd.DataFrame | None,
+                 known: pa.Table) -> pa.Table:
+    """The item vocabulary with category and title: this run's for the items it read (a known one
+    where this run has none), the known row's for the items it did not read."""
+    items = _vocab_table(iid_of, rows.item_ids, "item_id", known)
+    read_here = np.flatnonzero(iid_of > 0)
+    at = pd.Index(iid_of[read_here]).get_indexer(items["item_id"].to_numpy())  # -1: not read by this run
+    category = names.take(pa.array(item_cat[read_here][at], mask=at < 0))
+    old_category, old_title = (_known_column(known, name, len(items)) for name in ("category", "title"))
+    category = pc.if_else(pc.equal(category, UNKNOWN_CATEGORY), pc.coalesce(old_category, category), category)
+    category = pc.coalesce(category, old_category, pa.scalar(UNKNOWN_CATEGORY))
+    title = pc.coalesce(_titles(items["raw_id"], meta), old_title)
+    return items.append_column("category", category).append_column("title", title)
+
+
+def _known_column(known: pa.Table, name: str, n: int) -> pa.Array:
+    """A text column of the known items in id order (they come first in the grown table), nulls after."""
+    values = known.sort_by("item_id")[name].combine_chunks() if name in known.column_names else pa.nulls(len(known))
+    return pa.concat_arrays([values.cast(pa.string()), pa.nulls(n - len(known), pa.string())])
 
 
 def _categories(rows: Rows, first_row_cat: np.ndarray | None, meta: pd.DataFrame | None) -> tuple[pa.Array, np.ndarray]:
@@ -586,20 +644,6 @@ def _file_entries(files: list[FileRead], kept: np.ndarray) -> list[dict]:
                         "md5": f.md5.result(), "rows_read": read, "rows_kept": rows_kept,
                         "rows_quarantined": read - rows_kept})
     return entries
-
-
-def _check_stable(paths: Paths, **vocabs: pa.Table) -> None:
-    """Warn when a raw id written by an earlier run now maps to a different int."""
-    for name, new in vocabs.items():
-        old_path = paths.vocab / f"{name}.parquet"
-        if not old_path.exists():
-            continue
-        id_col = new.column_names[1]
-        old = pd.read_parquet(old_path, columns=["raw_id", id_col])
-        both = old.merge(new.select(["raw_id", id_col]).to_pandas(), on="raw_id", suffixes=("_old", ""))
-        moved = int((both[f"{id_col}_old"] != both[id_col]).sum())
-        if moved:
-            log.warning("%d %s ids changed since the last ingest (late data for earlier times?)", moved, name)
 
 
 # --- outputs -------------------------------------------------------------------------------------
