@@ -169,7 +169,7 @@ def warm_part(epochs: int) -> dict:
 
 def run_cli(project: Path, *args: str) -> tuple[float, str]:
     """`seqops ARGS --project P` as a user runs it; (seconds, stdout)."""
-    from seqops.flows.retrain import tool_env
+    from seqops.io import tool_env
 
     started = time.perf_counter()
     done = subprocess.run([str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)], cwd=project,

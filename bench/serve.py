@@ -32,10 +32,6 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,9 +39,11 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from seqops.serving.launch import SERVICE as DEFAULT_SERVICE
+from seqops.serving.launch import Service
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "serve.json"
-DEFAULT_SERVICE = "seqops.serving.service:Recommender"
 VARIANTS = {  # every variant names its settings (the project's params.yaml may say otherwise)
     "micro-w2": (DEFAULT_SERVICE, {"workers": 2}),  # the defaults: 2 workers, micro-batcher on the event loop
     "micro-w1": (DEFAULT_SERVICE, {"workers": 1}),
@@ -77,78 +75,6 @@ def summary(latencies_s: list[float], elapsed: float, errors: int) -> dict:
 
 
 # -- the server --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`bentoml serve` on loopback in its own process group; stopped (the group) on exit."""
-
-    def __init__(self, project: Path, service: str, overrides: dict, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SEQOPS_PROJECT": str(project), "BENTOML_HOME": str(project / ".seqops" / "bentoml"),
-               "SEQOPS_SERVING_OVERRIDES": json.dumps(overrides),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", service, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.log_path = log_path
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready after {timeout_s:.0f}s; see {self.log_path}")
-
-    def cpu_seconds(self) -> float:
-        """user + system CPU of the server and all its processes so far."""
-        import psutil
-
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return 0.0
-        total = 0.0
-        for proc in procs:
-            try:
-                times = proc.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # our own process group (start_new_session)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def __enter__(self) -> "Server":
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 def batch_stats(url: str) -> tuple[float, float]:
     """(sum, count) of the service's seqops_batch_size histogram."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -335,7 +261,8 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     for variant in args.variants:
         service, overrides = VARIANTS[variant]
-        with Server(project, service, overrides, logs / f"bench-serve-{variant}.log") as server:
+        with Service(project, service=service, env={"SEQOPS_SERVING_OVERRIDES": json.dumps(overrides)},
+                     log_path=logs / f"bench-serve-{variant}.log") as server:
             for body in bodies[:50]:  # warm-up
                 httpx.post(f"{server.url}/recommend", content=body, headers={"content-type": "application/json"}, timeout=30)
             phases = [(f"closed c={c}", lambda c=c: closed_loop(server.url, bodies, c, args.duration, args.max_requests))

@@ -355,10 +355,10 @@ def serve_flows(schedules: bool = typer.Option(True, help="attach the schedules 
 def serve(port: Optional[int] = typer.Option(None, help="port (default: serving.port)"), project: Path = ProjectOpt) -> None:
     """Start the BentoML service for the champion (`bentoml serve`)."""
     params, paths = setup(project)
-    from seqops.flows.demo import bentoml_serve_command
+    from seqops.serving.launch import serve_command
 
     os.environ["SEQOPS_PROJECT"] = str(paths.project)
-    os.execvp(bentoml_serve_command(port or params.serving.port)[0], bentoml_serve_command(port or params.serving.port))
+    os.execvp(serve_command(port or params.serving.port)[0], serve_command(port or params.serving.port))
 
 
 @app.command()

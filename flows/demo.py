@@ -4,13 +4,8 @@ real BentoML HTTP service, ask it for a recommendation and say where everything 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pandas as pd
@@ -18,52 +13,9 @@ from rich.console import Console
 from rich.panel import Panel
 
 from seqops.config import project_paths
-from seqops.flows.retrain import retrain, tool_env
+from seqops.flows.retrain import retrain
 from seqops.models.registry import Registry
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def bentoml_serve_command(port: int) -> list[str]:
-    bentoml = str(Path(sys.executable).parent / "bentoml")
-    return [bentoml, "serve", "seqops.serving.service:Recommender", "--host", "127.0.0.1", "--port", str(port)]
-
-
-@contextmanager
-def running_service(project: Path, port: int | None = None, timeout_s: float = 180) -> Iterator[str]:
-    """Start `bentoml serve` for the project on loopback; yield its base URL; stop it afterwards."""
-    paths = project_paths(project)
-    port = port or free_port()
-    paths.logs.mkdir(parents=True, exist_ok=True)
-    log_path = paths.logs / "bentoml-serve.log"
-    env = {**tool_env(), "SEQOPS_PROJECT": str(paths.project), "BENTOML_HOME": str(paths.bentoml_home)}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(bentoml_serve_command(port), cwd=paths.project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}; see {log_path}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"service not ready after {timeout_s:.0f}s; see {log_path}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+from seqops.serving.launch import running_service
 
 
 def most_active_user(project: Path) -> str:

@@ -6,10 +6,8 @@ side effects; DVC owns the reproducible DAG (the flow calls `dvc repro`, it does
 from __future__ import annotations
 
 import json
-import os
-from collections import deque
 import subprocess
-import sys
+from collections import deque
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -18,15 +16,9 @@ from prefect.artifacts import create_markdown_artifact
 from seqops.config import Params, Paths, load_params, project_paths
 from seqops.features import store as feature_store
 from seqops.features.synthetic import write_batch
+from seqops.io import tool_env
 from seqops.models.gate import run_gate
 from seqops.models.registry import Registry
-
-
-def tool_env() -> dict[str, str]:
-    """Subprocess environment where `seqops` and `dvc` resolve to this interpreter's install."""
-    bin_dir = str(Path(sys.executable).parent)
-    # progress bars through a pipe: one update every 10 s instead of hundreds of lines
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_MININTERVAL": "10"}
 
 
 def run_tool(args: list[str], paths: Paths) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,3 +79,11 @@ def write_bytes_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Non
 def write_json_atomic(path: Path, data: Any, *, mode: int = FILE_MODE) -> None:
     """Write-then-rename JSON: readers see the old file or the new one, never a partial one."""
     write_bytes_atomic(path, json.dumps(data, indent=2, default=str).encode(), mode=mode)
+
+
+def tool_env() -> dict[str, str]:
+    """Subprocess environment where `seqops`, `dvc`, `bentoml` and `prefect` resolve to this
+    interpreter's install."""
+    bin_dir = str(Path(sys.executable).parent)
+    # progress bars through a pipe: one update every 10 s instead of hundreds of lines
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_MININTERVAL": "10"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from seqops.flows.retrain import tool_env
+from seqops.io import tool_env
 
 
 def run_seqops(project: Path, *args: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from seqops.config import Paths
-from seqops.flows.retrain import tool_env
+from seqops.io import tool_env
 from tests.conftest import make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

@@ -12,7 +12,7 @@ import yaml
 
 from seqops.config import Paths
 from seqops.features import store as feature_store
-from seqops.flows.demo import running_service
+from seqops.serving.launch import running_service
 from seqops.models.registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

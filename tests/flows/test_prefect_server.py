@@ -4,21 +4,18 @@ API, and see it complete with its gate-decision artifact."""
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from seqops.flows.demo import free_port
-from seqops.flows.retrain import tool_env
+from seqops.serving.launch import free_port, start_group, stop_group, wait_until_ok
+from seqops.io import tool_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 
 TRIGGER = """
 import asyncio, json, sys
-import httpx
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
@@ -43,46 +40,25 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def start(cmd: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(*procs: subprocess.Popen) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def test_deployed_retrain_runs_on_a_real_prefect_server(project, tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**tool_env(), "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
     (tmp_path / "prefect-home").mkdir()
-    server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                   env, tmp_path, tmp_path / "server.log")
+    server = start_group([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                         env, tmp_path, tmp_path / "server.log")
     worker = None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
-            time.sleep(1)
-        worker = start([str(BIN / "seqops"), "serve-flows", "--no-schedules", "--project", str(project)],
-                       env, project, tmp_path / "worker.log")
+        wait_until_ok(f"{api}/health", server, tmp_path / "server.log", timeout_s=120)
+        worker = start_group([str(BIN / "seqops"), "serve-flows", "--no-schedules", "--project", str(project)],
+                             env, project, tmp_path / "worker.log")
         done = subprocess.run([sys.executable, "-c", TRIGGER, str(project)], env=env, capture_output=True, text=True, timeout=800)
         assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert result["state"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-5000:]
         assert "gate-decision" in result["artifacts"]
     finally:
-        stop(*[p for p in (worker, server) if p is not None])
+        for proc in (worker, server):
+            if proc is not None:
+                stop_group(proc, timeout_s=30)

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from seqops.config import Paths
-from seqops.flows.demo import running_service
-from seqops.flows.retrain import tool_env
+from seqops.serving.launch import running_service
+from seqops.io import tool_env
 from seqops.models.registry import Registry
 
 from tests.conftest import make_project
