@@ -1,0 +1,40 @@
+"""Feature-store fixtures: a real project whose feature table is built from hand-made events and
+applied with the real `feast apply`."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from seqops.config import Paths
+from seqops.features import store
+from seqops.features.sequences import write_user_features
+
+DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def events_at(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
+    """Canonical events from (user_id, item_id, time offset like "10h" or "10h30min"); one session each."""
+    return pd.DataFrame({
+        "user_id": [u for u, _, _ in rows],
+        "item_id": [i for _, i, _ in rows],
+        "ts": [DAY0 + pd.Timedelta(offset) for _, _, offset in rows],
+        "event_type": "view",
+        "session_id": [u for u, _, _ in rows],
+    })
+
+
+def build_features(paths: Paths, events: pd.DataFrame, max_len: int = 5) -> None:
+    """Write events the way ingest does, then the feature table the way `seqops features` does."""
+    paths.events.parent.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(paths.events)
+    write_user_features(paths.events, paths.user_features, max_len=max_len)
+
+
+@pytest.fixture
+def feature_paths(project) -> Paths:
+    """A project with its feature repo applied (registry created) and no feature rows yet."""
+    paths = Paths(project)
+    build_features(paths, events_at([(1, 1, "0h")]))
+    store.apply(paths)
+    return paths
