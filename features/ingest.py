@@ -13,10 +13,10 @@ new raw ids get the ids after the largest, in order of first appearance (timesta
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -30,15 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqops.config import IngestParams, Paths
-from seqops.features import cleaning
+from seqops.features import cleaning, lineage
 from seqops.features.cleaning import REASONS, code
-from seqops.io import file_md5
+from seqops.io import atomic_path, file_md5
 from seqops.features.loaders import SYNTHETIC_COLUMNS, IngestError, Malformed, Plan, Source, first_data_line, plan, read_blocks
 
 __all__ = ["EVENT_COLUMNS", "QUARANTINE_COLUMNS", "RAW_COLUMNS", "REASONS", "IngestError", "IngestResult",
            "counts_table", "ingest", "write_outputs"]
-
-log = logging.getLogger(__name__)
 
 RAW_COLUMNS = SYNTHETIC_COLUMNS  # the synthetic layout (what `seqops generate` writes)
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "event_type", "value", "category", "session_id"]
@@ -406,6 +404,7 @@ class IngestResult:
     files: list[dict] = field(default_factory=list)  # per source file: name, path, size, md5, rows
     meta_files: list[dict] = field(default_factory=list)
     format: str = "synthetic"
+    params: IngestParams = field(default_factory=IngestParams)  # what it ran with (manifest, data report)
 
     @cached_property
     def events(self) -> pd.DataFrame:
@@ -542,7 +541,7 @@ def _build(r: _Reader, the_plan: Plan, p: IngestParams, known: Known) -> IngestR
     return IngestResult(events, _quarantine(r, rows, names, item_cat, p.event_types), _counts(r, rows, kept),
                         _vocab_table(uid_of[:-1], rows.user_ids, "user_id", known.users),
                         _items_table(iid_of[:-1], rows, names, item_cat, meta, known.items),
-                        stats=stats, files=_file_entries(r.files, kept_per_file), format=the_plan.format)
+                        stats=stats, files=_file_entries(r.files, kept_per_file), format=the_plan.format, params=p)
 
 
 def _items_table(iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.ndarray, meta: pd.DataFrame | None,
@@ -552,7 +551,7 @@ def _items_table(iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.n
     items = _vocab_table(iid_of, rows.item_ids, "item_id", known)
     read_here = np.flatnonzero(iid_of > 0)
     at = pd.Index(iid_of[read_here]).get_indexer(items["item_id"].to_numpy())  # -1: not read by this run
-    category = names.take(pa.array(item_cat[read_here][at], mask=at < 0))
+    category = names.take(pa.array(np.append(item_cat[read_here], 0)[at], mask=at < 0))
     old_category, old_title = (_known_column(known, name, len(items)) for name in ("category", "title"))
     category = pc.if_else(pc.equal(category, UNKNOWN_CATEGORY), pc.coalesce(old_category, category), category)
     category = pc.coalesce(category, old_category, pa.scalar(UNKNOWN_CATEGORY))
@@ -648,17 +647,48 @@ def _file_entries(files: list[FileRead], kept: np.ndarray) -> list[dict]:
 
 # --- outputs -------------------------------------------------------------------------------------
 
-def write_outputs(result: IngestResult, paths: Paths) -> None:
-    """Write events, quarantine, vocabularies and the metrics JSON (counts + stats) where `paths` says."""
-    for path in (paths.events, paths.quarantine, paths.ingest_metrics, paths.vocab / "users.parquet"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    # dictionary-encoded types stay in the file, not in its schema: readers get plain strings
-    pq.write_table(result.events_table, paths.events, store_schema=False, use_dictionary=["event_type", "category"],
-                   column_encoding={c: "DELTA_BINARY_PACKED" for c in ("user_id", "ts", "session_id")})
-    pq.write_table(result.quarantine_table, paths.quarantine)
-    pq.write_table(result.users_table, paths.vocab / "users.parquet")
-    pq.write_table(result.items_table, paths.vocab / "items.parquet")
-    paths.ingest_metrics.write_text(json.dumps(metrics_of(result), indent=2) + "\n")
+def write_outputs(result: IngestResult, paths: Paths) -> dict:
+    """Publish one ingest, all or nothing; return its manifest.
+
+    A result that kept no event is refused (IngestError) before anything is written. Events,
+    quarantine, vocabularies, the metrics JSON (counts + stats), the manifest and, when
+    `ingest.data_report`, the Evidently data summary are written to temporary files beside their
+    places and renamed into place only once every one of them was written (the manifest last: it
+    names the events it came with). A failure on the way leaves the previous snapshot as it was.
+    """
+    _check_publishable(result, paths)
+    with ExitStack() as stack:  # on leaving: every rename (in reverse order), or, on an error, none
+        def staged(path: Path) -> Path:
+            return stack.enter_context(atomic_path(path))
+
+        manifest_tmp = staged(lineage.manifest_path(paths))
+        events = staged(paths.events)
+        # dictionary-encoded types stay in the file, not in its schema: readers get plain strings
+        pq.write_table(result.events_table, events, store_schema=False, use_dictionary=["event_type", "category"],
+                       column_encoding={c: "DELTA_BINARY_PACKED" for c in ("user_id", "ts", "session_id")})
+        pq.write_table(result.quarantine_table, staged(paths.quarantine))
+        pq.write_table(result.users_table, staged(paths.vocab / "users.parquet"))
+        pq.write_table(result.items_table, staged(paths.vocab / "items.parquet"))
+        staged(paths.ingest_metrics).write_text(json.dumps(metrics_of(result), indent=2) + "\n")
+        manifest = lineage.manifest_of(result, paths, result.params, file_md5(events))
+        lineage.dump_manifest(manifest, manifest_tmp)
+        if result.params.data_report:
+            html, json_path = lineage.report_files(paths, manifest["events_md5"])
+            lineage.write_data_report(events, staged(html), staged(json_path))
+    return manifest
+
+
+def _check_publishable(result: IngestResult, paths: Paths) -> None:
+    """An ingest that kept no event would replace the project's data with nothing: refuse it."""
+    counts = result.counts
+    if counts["kept"]:
+        return
+    why = ", ".join(f"{counts[r]:,} {r}" for r in REASONS if counts.get(r)) or "no data rows"
+    if counts.get("too_few_user_events"):
+        why += f" (k-core: ingest.min_user_events is {result.params.min_user_events})"
+    read = counts["read"]
+    raise IngestError(f"no event kept of {read:,} row{'' if read == 1 else 's'} read ({why}); nothing was written: "
+                      f"the previous snapshot in {paths.events.parent} is unchanged")
 
 
 def metrics_of(result: IngestResult) -> dict:

@@ -10,14 +10,18 @@ is still in the DVC cache and remote; `data_report` writes an Evidently data sum
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from seqops.config import IngestParams, Paths
-from seqops.features.ingest import IngestResult
-from seqops.io import file_md5
+from seqops.io import atomic_path, file_md5
+
+if TYPE_CHECKING:  # ingest publishes through this module: no import back at run time
+    from seqops.features.ingest import IngestResult
 
 REPORT_SAMPLE = 100_000  # events summarised by the Evidently report (an even sample)
 
@@ -38,18 +42,29 @@ def _shown(path: str, paths: Paths) -> str:
         return path
 
 
-def write_manifest(result: IngestResult, paths: Paths, p: IngestParams) -> dict:
-    """Write `.seqops/events/manifest.json` for the outputs `write_outputs` just wrote; return it."""
-    manifest = {
+def manifest_of(result: IngestResult, paths: Paths, p: IngestParams, events_md5: str) -> dict:
+    """What one ingest read (files, counts, params) and the md5 of the events it wrote."""
+    return {
         "format": result.format,
-        "events_md5": file_md5(paths.events),
+        "events_md5": events_md5,
         "files": [{**f, "path": _shown(f["path"], paths)} for f in result.files],
         "meta_files": [{**f, "path": _shown(f["path"], paths)} for f in result.meta_files],
         "counts": result.counts,
         "ingest_params": p.model_dump(),
     }
-    manifest_path(paths).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def write_manifest(result: IngestResult, paths: Paths, p: IngestParams) -> dict:
+    """(Re)write `.seqops/events/manifest.json` for the events under `paths` (`write_outputs`
+    already wrote it with them); return it."""
+    manifest = manifest_of(result, paths, p, file_md5(paths.events))
+    with atomic_path(manifest_path(paths)) as tmp:
+        dump_manifest(manifest, tmp)
     return manifest
+
+
+def dump_manifest(manifest: dict, path: Path) -> None:
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def read_manifest(paths: Paths) -> dict | None:
@@ -70,20 +85,33 @@ def _report_frame(events: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def data_report(paths: Paths, events_md5: str, sample: int = REPORT_SAMPLE) -> Path:
-    """Evidently data summary (HTML + JSON) of an even sample of the events of one snapshot."""
+def report_files(paths: Paths, events_md5: str) -> tuple[Path, Path]:
+    """The data summary of one snapshot: (HTML, JSON)."""
+    out = data_report_dir(paths, events_md5)
+    return out / "data_summary.html", out / "data_summary.json"
+
+
+def write_data_report(events_path: Path, html: Path, json_path: Path, sample: int = REPORT_SAMPLE) -> None:
+    """Evidently data summary (HTML + JSON) of an even sample of the events in `events_path`."""
     from evidently import Report
     from evidently.presets import DataSummaryPreset
 
-    events = pd.read_parquet(paths.events)
+    events = pd.read_parquet(events_path)
     events = events.iloc[:: max(len(events) // sample, 1)] if len(events) > sample else events
-    out = data_report_dir(paths, events_md5)
-    out.mkdir(parents=True, exist_ok=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         snapshot = Report([DataSummaryPreset()]).run(current_data=_report_frame(events), reference_data=None)
-    snapshot.save_html(str(out / "data_summary.html"))
-    snapshot.save_json(str(out / "data_summary.json"))
-    return out / "data_summary.html"
+    snapshot.save_html(str(html))
+    snapshot.save_json(str(json_path))
+
+
+def data_report(paths: Paths, events_md5: str, sample: int = REPORT_SAMPLE) -> Path:
+    """The data summary of the snapshot under `paths` (whose events have md5 `events_md5`): the one
+    `write_outputs` published with it, else written now (both files appear at once, or neither)."""
+    html, json_path = report_files(paths, events_md5)
+    if not (html.exists() and json_path.exists()):  # keyed by content: an existing one is this snapshot's
+        with ExitStack() as stack:
+            write_data_report(paths.events, *(stack.enter_context(atomic_path(f)) for f in (html, json_path)), sample)
+    return html
 
 
 # --- a model's lineage ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from seqops.features.ingest import (
 from seqops.features.synthetic import write_batch
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NO_REPORT = IngestParams(data_report=False)  # write_outputs skips the Evidently summary: fast
 T0 = 1767225600  # 2026-01-01T00:00:00Z
 HEADER = "user_id,item_id,category,event_type,timestamp"
 # line number → expected reason; the header is line 1
@@ -51,7 +52,7 @@ def hand_written(tmp_path):
 
 
 def _ingest(raw, paths):
-    return ingest(raw, IngestParams(), paths, now=NOW)
+    return ingest(raw, NO_REPORT, paths, now=NOW)
 
 
 def test_each_bad_row_is_quarantined_with_reason_and_line(hand_written):
@@ -108,10 +109,10 @@ def test_ids_stable_when_a_batch_is_appended(tmp_path):
     p = SyntheticParams(n_users=200, n_items=150, seed=3)
     raw, paths = tmp_path / "raw", Paths(tmp_path)
     write_batch(p, raw, 0)
-    first = ingest(raw, IngestParams(), paths, now=NOW)
+    first = ingest(raw, NO_REPORT, paths, now=NOW)
     write_outputs(first, paths)
     write_batch(p.model_copy(update={"drift": 0.5}), raw, 1)  # brings new items
-    both = ingest(raw, IngestParams(), paths, now=NOW)
+    both = ingest(raw, NO_REPORT, paths, now=NOW)
 
     for before, after, id_col in ((first.users, both.users, "user_id"), (first.items, both.items, "item_id")):
         merged = before.merge(after, on="raw_id", suffixes=("_before", ""))

@@ -16,6 +16,7 @@ from seqops.features.synthetic import write_batch
 from tests.conftest import make_project
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NO_REPORT = IngestParams(data_report=False)  # write_outputs skips the Evidently summary: fast
 HEADER = "user_id,item_id,category,event_type,timestamp"
 SYNTHETIC = SyntheticParams(n_users=200, n_items=150, seed=3)
 
@@ -43,7 +44,7 @@ def late_file(path: Path, known_user: str, known_item: str, first_ts: int) -> Pa
 def ingested(tmp_path):
     raw, paths = tmp_path / "raw", Paths(tmp_path)
     write_batch(SYNTHETIC, raw, 0)
-    write_outputs(ingest(raw, IngestParams(), paths, now=NOW), paths)
+    write_outputs(ingest(raw, NO_REPORT, paths, now=NOW), paths)
     return paths
 
 
@@ -53,7 +54,7 @@ def test_a_one_off_file_keeps_every_known_id_and_adds_new_ones_after(ingested, t
     known_user, known_item = users["raw_id"].iloc[41], items["raw_id"].iloc[9]  # ids 42 and 10
     small = late_file(tmp_path / "one-off" / "small.csv", known_user, known_item, first_ts=1_700_000_000)
 
-    result = ingest(small, IngestParams(), paths, now=NOW)
+    result = ingest(small, NO_REPORT, paths, now=NOW)
     write_outputs(result, paths)
 
     after_users, after_items = vocab(paths, "users"), vocab(paths, "items")
@@ -94,7 +95,7 @@ def test_a_vocabulary_that_cannot_be_grown_is_refused_and_left_alone(ingested, t
     before = (paths.vocab / "users.parquet").read_bytes()
     small = late_file(tmp_path / "one-off" / "small.csv", broken["raw_id"].iloc[5], "i000001", 1_700_000_000)
     with pytest.raises(IngestError, match="users.parquet"):
-        ingest(small, IngestParams(), paths, now=NOW)
+        ingest(small, NO_REPORT, paths, now=NOW)
     assert (paths.vocab / "users.parquet").read_bytes() == before
 
 

@@ -26,7 +26,7 @@ def gated(tmp_path_factory):
     p = SyntheticParams(n_users=300, n_items=150, n_categories=8, seed=5)
     write_batch(p, paths.raw, 0)
     write_batch(p.model_copy(update={"drift": 0.5}), paths.raw, 1)
-    result = ingest(paths.raw, IngestParams(), paths)
+    result = ingest(paths.raw, IngestParams(data_report=False), paths)
     write_outputs(result, paths)
     events = result.events
     old = events[events["ts"] < pd.Timestamp(p.start, tz="UTC") + pd.Timedelta(days=p.days_per_batch)]
