@@ -9,6 +9,10 @@ champion pointer changes with one `os.replace`; the audit entry of that change t
 pointer too, so a crash between the rename and the audit append is repaired by the next writer
 (and `history()` already shows it). A crash at any point therefore leaves the old champion or the
 new one — never a missing or half-written pointer — and an audit log that agrees with it.
+
+Every record read back is checked against its schema (`registry_schema.py`): a damaged one raises
+`DamagedRegistryError` naming the file and the field. Files are created with explicit modes (0644,
+directories 0755), whatever the process umask.
 """
 
 from __future__ import annotations
@@ -26,16 +30,27 @@ from typing import Any, Protocol
 from filelock import FileLock
 
 from seqops.config import ConfigError, Paths, RegistryParams, load_params
+from seqops.io import FILE_MODE
 from seqops.io import LEGACY_CRASH_ENV as CRASH_ENV
 from seqops.io import crash_point, now_iso, write_json_atomic
+from seqops.models.registry_schema import (
+    AuditEntry,
+    DamagedRegistryError,
+    Pointer,
+    RegistryError,
+    VersionMeta,
+    check_version,
+    checked,
+)
 
 MODEL_NAME = "seqops-recommender"
 DSN_ENV = "SEQOPS_REGISTRY_DSN"
 ACTOR_ENV = "SEQOPS_ACTOR"
+DIR_MODE = 0o755  # registry folders (files: seqops.io.FILE_MODE), whatever the process umask
 
 
-class RegistryError(RuntimeError):
-    """A registry operation was refused (unknown version, rejected candidate, nothing to roll back)."""
+class MissingModelError(RegistryError):
+    """The registry knows the version but the BentoML store has no model files for it."""
 
 
 def use_bentoml_home(paths: Paths) -> None:
@@ -90,8 +105,9 @@ class LocalStore:
 
     def __init__(self, root: Path):
         self.root = root
-        (root / "versions").mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(root / ".lock"), timeout=60)
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        (root / "versions").mkdir(mode=DIR_MODE, exist_ok=True)
+        self._lock = FileLock(str(root / ".lock"), timeout=60, mode=FILE_MODE)
         self._pointer_path = root / "champion.json"
         self._audit_path = root / "audit.jsonl"
 
@@ -116,12 +132,19 @@ class LocalStore:
         return event if event and event["seq"] > last else None
 
     def get(self, version: str) -> dict | None:
-        path = self.root / "versions" / f"{version}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        path = self.root / "versions" / f"{check_version(version)}.json"
+        return self._meta(path) if path.exists() else None
 
     def versions(self) -> list[dict]:
-        metas = [json.loads(f.read_text()) for f in (self.root / "versions").glob("v*.json")]
+        metas = [self._meta(f) for f in (self.root / "versions").glob("v*.json")]
         return sorted(metas, key=lambda m: version_number(m["version"]))
+
+    @staticmethod
+    def _meta(path: Path) -> dict:
+        meta = checked(VersionMeta, read_json(path), str(path))
+        if meta["version"] != path.stem:
+            raise DamagedRegistryError(str(path), f"version: {meta['version']!r} is not the version the file name says")
+        return meta
 
     def put(self, meta: dict) -> None:
         write_json_atomic(self.root / "versions" / f"{meta['version']}.json", meta)
@@ -129,27 +152,30 @@ class LocalStore:
     def pointer(self) -> dict:
         if not self._pointer_path.exists():
             return empty_pointer()
-        return {**empty_pointer(), **json.loads(self._pointer_path.read_text())}
+        return {**empty_pointer(), **checked(Pointer, read_json(self._pointer_path), str(self._pointer_path))}
 
     def set_pointer(self, pointer: dict) -> None:
         write_json_atomic(self._pointer_path, pointer)
 
     def audit(self) -> list[dict]:
-        """The log as written; a torn last line (a writer killed mid-append) is skipped."""
+        """The log as written. A torn line (a writer killed mid-append; the next append starts on a
+        new line) is skipped; any other line that is not an audit entry is damage."""
         if not self._audit_path.exists():
             return []
-        entries = []
-        for line in self._audit_path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        for index, entry in enumerate(entries, start=1):
+        lines = enumerate(self._audit_path.read_bytes().splitlines(), start=1)
+        rows = [(where, entry) for number, line in lines
+                if (entry := audit_line(line, where := f"{self._audit_path} line {number}")) is not None]
+        for index, (where, entry) in enumerate(rows, start=1):
             entry.setdefault("seq", index)  # logs written before entries carried a seq
-        return entries
+            checked(AuditEntry, entry, where)
+        return [entry for _, entry in rows]
 
     def append_audit(self, entry: dict) -> None:
-        with open(self._audit_path, "a+b") as fh:
+        created = not self._audit_path.exists()  # only lock holders append: no one creates it meanwhile
+        fd = os.open(self._audit_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        if created:
+            os.fchmod(fd, FILE_MODE)  # exactly 0644: a umask of 000 would leave it world-writable
+        with os.fdopen(fd, "a+b") as fh:
             size = fh.seek(0, os.SEEK_END)
             torn = size > 0 and fh.seek(size - 1) >= 0 and fh.read(1) != b"\n"  # finish a torn line first
             fh.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
@@ -160,6 +186,33 @@ class LocalStore:
         entries = self.audit()
         pending = self._pending_event(entries)
         return entries + [pending] if pending else entries
+
+
+def read_json(path: Path) -> Any:
+    """A registry file's JSON; bytes that are not UTF-8 JSON are damage, named with the file."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DamagedRegistryError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DamagedRegistryError(str(path), f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def audit_line(line: bytes, where: str) -> dict | None:
+    """One audit log line as a dict, None for a torn or empty line. Every entry we write starts with
+    `{`, so a line that starts so but does not parse is a torn append, not damage."""
+    text = line.decode("utf-8", errors="replace").strip()  # entries are written ASCII-only (json.dumps)
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError:
+        if not text or text.startswith("{"):
+            return None
+        raise DamagedRegistryError(where, "not a JSON audit entry") from None
+    if "\ufffd" in text:  # a replaced byte: the line was not UTF-8
+        raise DamagedRegistryError(where, "not UTF-8 text")
+    if not isinstance(entry, dict):
+        raise DamagedRegistryError(where, f"not a JSON object (got {type(entry).__name__})")
+    return entry
 
 
 def registry_settings(paths: Paths) -> RegistryParams:
@@ -196,7 +249,7 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, version: str) -> dict:
-        meta = self.store.get(version)
+        meta = self.store.get(check_version(version))
         if meta is None:
             raise RegistryError(f"unknown model version {version!r} (see `seqops models`)")
         return meta
@@ -214,7 +267,11 @@ class Registry:
     def model_dir(self, version: str) -> Path:
         import bentoml
 
-        return Path(bentoml.models.get(f"{MODEL_NAME}:{version}", _model_store=self._store).path)
+        try:
+            return Path(bentoml.models.get(f"{MODEL_NAME}:{check_version(version)}", _model_store=self._store).path)
+        except bentoml.exceptions.NotFound:
+            raise MissingModelError(f"the model files of {version} are missing from the BentoML store "
+                                    f"({self.paths.bentoml_home}); it cannot serve") from None
 
     def history(self) -> list[dict]:
         """The audit log, oldest first (each entry: seq, time, actor, action, version, previous, reason)."""
@@ -250,11 +307,9 @@ class Registry:
     def _stored_intact(self, version: str, digest: str) -> bool:
         """Is this tag already in the BentoML store with exactly this content? (Another registry on
         the same store put it there: reuse it.) A partial copy left by a killed writer is removed."""
-        import bentoml
-
         try:
             path = self.model_dir(version)
-        except bentoml.exceptions.NotFound:
+        except MissingModelError:
             return False
         if content_hash(path) == digest:
             return True
@@ -269,7 +324,7 @@ class Registry:
         """Make `version` (default: the latest gated candidate) the champion. A version the gate did
         not approve needs `force` and a reason; both, with who did it, land in the audit log."""
         with self.store.locked():
-            version = version or self.latest_candidate()
+            version = self.latest_candidate() if version is None else version  # "" is no version, not "the latest"
             verdict = (self.get(version).get("decision") or {}).get("verdict")
             approved = verdict == "promote"
             if not approved and not force:
@@ -277,7 +332,7 @@ class Registry:
                                     "use --force --reason '...' to override")
             if not approved and not reason.strip():
                 raise RegistryError("a forced promote needs --reason (it is recorded in the audit log)")
-            self._require_model(version)
+            self.model_dir(version)  # MissingModelError unless the files are in the store
             pointer = self.pointer()
             if pointer["champion"] == version:
                 return version
@@ -292,18 +347,9 @@ class Registry:
             if not pointer["previous"]:
                 raise RegistryError("nothing to roll back to: there is no previous champion")
             target = pointer["previous"][0]
-            self._require_model(target)
+            self.model_dir(target)
             self._move(pointer, target, "rollback", actor, reason or "manual rollback", rolled_back=True)
         return target
-
-    def _require_model(self, version: str) -> None:
-        import bentoml
-
-        try:
-            self.model_dir(version)
-        except bentoml.exceptions.NotFound:
-            raise RegistryError(f"the model files of {version} are missing from the BentoML store "
-                                f"({self.paths.bentoml_home}); it cannot serve") from None
 
     def _move(self, pointer: dict, version: str, action: str, actor: str | None, reason: str, *,
               verdict: str | None = None, rolled_back: bool = False) -> None:

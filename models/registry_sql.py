@@ -8,12 +8,16 @@ advisory lock (rather than `SELECT ... FOR UPDATE` on the pointer row) because r
 version also has to be serialised — version numbers are counted — and a row lock needs the row to
 exist first. The lock is released at commit or rollback, and when a killed client's connection
 drops, the server rolls its transaction back: a promote is all (pointer + audit entry) or nothing.
+
+Rows are checked against the same schemas as the local files when read. The DSN's password never
+appears in a message (`redact_dsn`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +28,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from seqops.models.registry import RegistryError, empty_pointer, version_number
+from seqops.models.registry_schema import AuditEntry, Pointer, VersionMeta, checked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seqops_registry_versions (
@@ -36,6 +41,28 @@ CREATE TABLE IF NOT EXISTS seqops_registry_audit (
     PRIMARY KEY (namespace, seq));
 """
 SCHEMA_LOCK = "seqops-registry-schema"  # concurrent CREATE TABLE IF NOT EXISTS can still collide
+
+
+REDACTED = "***"
+URL_PASSWORD = re.compile(r"(?P<keep>://[^/?#@:]*:)[^@/?#]*(?=@)")  # postgresql://user:PASSWORD@host
+KEYWORD_PASSWORD = re.compile(r"(?P<keep>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)  # password=... / ?password=...
+
+
+def redact_dsn(text: str, dsn: str | None = None) -> str:
+    """`text` with every password removed: URL userinfo, `password=` keywords and parameters, and —
+    when `dsn` is given — its password wherever else it appears (a driver may echo parts of it)."""
+    secret = _password(dsn) if dsn else None
+    if secret:
+        text = text.replace(secret, REDACTED)
+    text = URL_PASSWORD.sub(rf"\g<keep>{REDACTED}", text)
+    return KEYWORD_PASSWORD.sub(rf"\g<keep>{REDACTED}", text)
+
+
+def _password(dsn: str) -> str | None:
+    try:
+        return psycopg.conninfo.conninfo_to_dict(dsn).get("password") or None
+    except psycopg.ProgrammingError:  # not parseable: the patterns still catch the usual spellings
+        return None
 
 
 def _jsonb(value: Any) -> Jsonb:
@@ -56,8 +83,10 @@ class PostgresStore:
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
             try:
                 self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-            except psycopg.OperationalError as exc:
-                raise RegistryError(f"cannot reach the PostgreSQL registry at {self.dsn}: {exc}".strip()) from None
+            except psycopg.Error as exc:
+                reason = " ".join(str(exc).split())  # psycopg's message spans lines
+                raise RegistryError(f"cannot reach the PostgreSQL registry at {redact_dsn(self.dsn)}: "
+                                    f"{redact_dsn(reason, self.dsn)}") from None
             self._pid = os.getpid()
         return self._conn
 
@@ -80,12 +109,16 @@ class PostgresStore:
         with self._mutex:
             self._connection().execute(sql, (self.namespace, *args))
 
+    def _where(self, table: str, key: str = "") -> str:
+        return f"PostgreSQL table seqops_registry_{table} (namespace {self.namespace!r}{key})"
+
     def get(self, version: str) -> dict | None:
         rows = self._rows("SELECT meta FROM seqops_registry_versions WHERE namespace = %s AND version = %s", version)
-        return rows[0][0] if rows else None
+        return checked(VersionMeta, rows[0][0], self._where("versions", f", version {version!r}")) if rows else None
 
     def versions(self) -> list[dict]:
-        metas = [row[0] for row in self._rows("SELECT meta FROM seqops_registry_versions WHERE namespace = %s")]
+        rows = self._rows("SELECT version, meta FROM seqops_registry_versions WHERE namespace = %s")
+        metas = [checked(VersionMeta, meta, self._where("versions", f", version {version!r}")) for version, meta in rows]
         return sorted(metas, key=lambda m: version_number(m["version"]))
 
     def put(self, meta: dict) -> None:
@@ -94,14 +127,15 @@ class PostgresStore:
 
     def pointer(self) -> dict:
         rows = self._rows("SELECT pointer FROM seqops_registry_pointer WHERE namespace = %s")
-        return {**empty_pointer(), **rows[0][0]} if rows else empty_pointer()
+        return {**empty_pointer(), **checked(Pointer, rows[0][0], self._where("pointer"))} if rows else empty_pointer()
 
     def set_pointer(self, pointer: dict) -> None:
         self._write("INSERT INTO seqops_registry_pointer (namespace, pointer) VALUES (%s, %s) "
                     "ON CONFLICT (namespace) DO UPDATE SET pointer = EXCLUDED.pointer", _jsonb(pointer))
 
     def audit(self) -> list[dict]:
-        return [row[0] for row in self._rows("SELECT entry FROM seqops_registry_audit WHERE namespace = %s ORDER BY seq")]
+        rows = self._rows("SELECT seq, entry FROM seqops_registry_audit WHERE namespace = %s ORDER BY seq")
+        return [checked(AuditEntry, entry, self._where("audit", f", seq {seq}")) for seq, entry in rows]
 
     history = audit  # pointer and audit entry commit together: nothing is ever pending
 
