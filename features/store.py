@@ -122,7 +122,7 @@ def latest_feature_rows(source: str, features: list[str], end: datetime) -> pa.T
         ORDER BY user_id"""
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
-        return con.execute(query, [source, MATERIALIZE_START, end]).to_arrow_table()
+        return con.sql(query, params=[source, MATERIALIZE_START, end]).to_arrow_table()
 
 
 def changed_rows(latest: pa.Table, previous: pa.Table) -> pa.Table:
@@ -132,7 +132,7 @@ def changed_rows(latest: pa.Table, previous: pa.Table) -> pa.Table:
     with duckdb.connect() as con:
         con.register("latest", latest)
         con.register("previous", previous)
-        return con.execute("""
+        return con.sql("""
             SELECT latest.* FROM latest LEFT JOIN previous USING (user_id)
             WHERE previous.user_id IS NULL OR previous.event_timestamp <> latest.event_timestamp
                OR previous.row_hash <> latest.row_hash
