@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -73,8 +74,11 @@ class _Sampler:
         return self.order[np.clip(idx, self.start[cats], self.end[cats] - 1)]
 
 
-def _rng(p: SyntheticParams, stream: int, batch: int = 0) -> np.random.Generator:
-    return np.random.default_rng([p.seed % 2**63, stream, batch])
+def _rng(p: SyntheticParams, stream: int, batch: int = 0, chunk: int = 0) -> np.random.Generator:
+    # Chunk 0 keeps the seed sequence of a whole batch, so a batch that fits in one chunk is the
+    # batch generate_batch always gave; later chunks get streams of their own.
+    key = [p.seed % 2**63, stream, batch] + ([chunk] if chunk else [])
+    return np.random.default_rng(key)
 
 
 def _zipf(ranks: np.ndarray, a: float) -> np.ndarray:
@@ -156,10 +160,10 @@ def type_mix(p: SyntheticParams) -> tuple[list[str], np.ndarray]:
     return names, probs
 
 
-def _funnel_types(p: SyntheticParams, names: list[str], types: np.ndarray, step: np.ndarray, batch: int) -> np.ndarray:
+def _funnel_types(p: SyntheticParams, names: list[str], types: np.ndarray, step: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
     """Re-draw, session step by session step, the types of events that follow a cart or purchase
     through FUNNEL with probability p.type_funnel (its own random stream: 0 changes nothing)."""
-    rng = _rng(p, _FUNNEL, batch)
     rows = {i: np.array([FUNNEL[name].get(n, 0.0) for n in names]) for i, name in enumerate(names) if name in FUNNEL}
     rows = {i: row / row.sum() for i, row in rows.items() if row.sum() > 0}
     follow = rng.random(len(types)) < p.type_funnel
@@ -240,14 +244,33 @@ def _event_offsets(session_start: np.ndarray, user_end: np.ndarray, lengths: np.
     return np.minimum(np.repeat(session_start, lengths) + elapsed, np.repeat(user_end, lengths) - 1)
 
 
+DEFAULT_CHUNK_USERS = 50_000  # users generated together: ~1.2M events, a few hundred MB at most
+
+
 def generate_batch(p: SyntheticParams, batch: int = 0) -> pd.DataFrame:
     """One batch of raw events (the RAW_COLUMNS layout ingest reads), sorted by timestamp."""
+    return pd.concat(list(iter_batch_chunks(p, batch, chunk_users=max(p.n_users, 1))), ignore_index=True)
+
+
+def iter_batch_chunks(p: SyntheticParams, batch: int = 0, chunk_users: int = DEFAULT_CHUNK_USERS) -> Iterator[pd.DataFrame]:
+    """A batch as consecutive user chunks (each sorted by timestamp), so 10^7 events never sit in
+    memory at once. The catalogue and the users' interests are shared; with one chunk
+    (n_users <= chunk_users) the batch is exactly `generate_batch`'s."""
     base = base_catalog(p)
     catalog = drifted_catalog(base, p, batch)
     interests = user_interests(p, base)
-    rng = _rng(p, _EVENTS, batch)
+    window_start = int(pd.Timestamp(p.start, tz="UTC").timestamp()) + batch * p.days_per_batch * _DAY_S
+    for chunk, first in enumerate(range(0, p.n_users, chunk_users)):
+        users = np.arange(first, min(first + chunk_users, p.n_users))
+        yield _chunk_events(p, catalog, interests, users, window_start, batch, chunk)
 
-    session_user, session_start, user_end = _session_starts(p, rng)
+
+def _chunk_events(p: SyntheticParams, catalog: Catalog, interests: np.ndarray, users: np.ndarray,
+                  window_start: int, batch: int, chunk: int) -> pd.DataFrame:
+    """Events of the users `users` (consecutive global indices), sorted by timestamp."""
+    rng = _rng(p, _EVENTS, batch, chunk)
+    session_user, session_start, user_end = _session_starts(p.model_copy(update={"n_users": len(users)}), rng)
+    session_user = session_user + users[0]
     lengths = rng.geometric(min(1.0, 1.0 / p.session_length), len(session_user))
     user, step = np.repeat(session_user, lengths), _within(lengths)
     offset = _event_offsets(session_start, user_end, lengths, rng)
@@ -255,13 +278,12 @@ def generate_batch(p: SyntheticParams, batch: int = 0) -> pd.DataFrame:
     names, probs = type_mix(p)
     types = rng.choice(len(names), len(user), p=probs)
     if p.type_funnel > 0:
-        types = _funnel_types(p, names, types, step, batch)
+        types = _funnel_types(p, names, types, step, _rng(p, _FUNNEL, batch, chunk))
     type_names = np.asarray(names, dtype=object)[types]
     repeat = (step > 0) & (type_names != BROWSE_TYPE)
     items = _walk(p, catalog, interests, user, step, repeat, rng)
 
     order = np.argsort(offset, kind="stable")
-    window_start = int(pd.Timestamp(p.start, tz="UTC").timestamp()) + batch * p.days_per_batch * _DAY_S
     return pd.DataFrame(
         {
             "user_id": _ids("u", 6, user[order]),
@@ -273,10 +295,13 @@ def generate_batch(p: SyntheticParams, batch: int = 0) -> pd.DataFrame:
     )
 
 
-def write_batch(p: SyntheticParams, raw_dir: Path, batch: int = 0) -> Path:
-    """Generate a batch and write it to `raw_dir/batch-NNN.csv`; returns the path."""
+def write_batch(p: SyntheticParams, raw_dir: Path, batch: int = 0, chunk_users: int = DEFAULT_CHUNK_USERS) -> Path:
+    """Generate a batch and write it to `raw_dir/batch-NNN.csv` chunk by chunk (memory stays at one
+    chunk whatever the size); returns the path. Rows are in time order within each user chunk."""
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     path = raw_dir / f"batch-{batch:03d}.csv"
-    generate_batch(p, batch).to_csv(path, index=False)
+    with open(path, "w", newline="") as fh:
+        for i, chunk in enumerate(iter_batch_chunks(p, batch, chunk_users)):
+            chunk.to_csv(fh, index=False, header=i == 0)
     return path

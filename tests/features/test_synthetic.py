@@ -6,7 +6,7 @@ import pytest
 
 from seqops.config import SyntheticParams
 from seqops.features.ingest import RAW_COLUMNS
-from seqops.features.synthetic import generate_batch, write_batch
+from seqops.features.synthetic import generate_batch, iter_batch_chunks, write_batch
 
 SMALL = SyntheticParams(n_users=500, seed=7)
 DAY = 86_400
@@ -132,3 +132,19 @@ def test_type_funnel_makes_carts_lead_to_purchases_and_zero_changes_nothing():
 
     funnel = generate_batch(SMALL.model_copy(update={"type_funnel": 0.8}))
     assert purchase_after_cart(funnel) > 0.3 > purchase_after_cart(plain)
+
+
+def test_chunks_stream_a_large_batch_and_one_chunk_is_the_whole_batch(tmp_path):
+    (whole,) = iter_batch_chunks(SMALL, 1, chunk_users=SMALL.n_users)
+    pd.testing.assert_frame_equal(whole, generate_batch(SMALL, 1))
+
+    chunks = list(iter_batch_chunks(SMALL, 1, chunk_users=120))
+    assert len(chunks) == 5 and all(c["timestamp"].is_monotonic_increasing for c in chunks)
+    users = [set(c["user_id"]) for c in chunks]
+    assert all(a.isdisjoint(b) for i, a in enumerate(users) for b in users[i + 1:])
+    assert 0.8 < sum(map(len, chunks)) / len(whole) < 1.2  # same structure, other draws
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True),
+                                  pd.concat(iter_batch_chunks(SMALL, 1, chunk_users=120), ignore_index=True))
+
+    path = write_batch(SMALL, tmp_path / "raw", 1, chunk_users=120)
+    pd.testing.assert_frame_equal(pd.read_csv(path), pd.concat(chunks, ignore_index=True))
