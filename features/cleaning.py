@@ -32,7 +32,8 @@ REASONS = (
 )
 ROW_CHECKS = REASONS[1:8]  # decided per row while reading
 FILTERS = ("below_rating_threshold", "too_few_user_events", "too_few_item_events")  # policy, not bad data
-DATA_ERRORS = tuple(r for r in REASONS if r not in FILTERS)
+DUPLICATES = ("duplicate", "near_duplicate")  # repeats: normal in click logs, reported apart, not bad data
+DATA_ERRORS = tuple(r for r in REASONS if r not in FILTERS + DUPLICATES)  # what the gate's quarantine share counts
 NO_TIME = np.iinfo(np.int64).min
 UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _INT64_SAFE = 9.2e18

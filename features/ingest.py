@@ -541,7 +541,8 @@ def _build(r: _Reader, the_plan: Plan, p: IngestParams, known: Known) -> IngestR
     return IngestResult(events, _quarantine(r, rows, names, item_cat, p.event_types), _counts(r, rows, kept),
                         _vocab_table(uid_of[:-1], rows.user_ids, "user_id", known.users),
                         _items_table(iid_of[:-1], rows, names, item_cat, meta, known.items),
-                        stats=stats, files=_file_entries(r.files, kept_per_file), format=the_plan.format, params=p)
+                        stats=stats, files=_file_entries(r.files, kept_per_file, rows.reason), format=the_plan.format,
+                        params=p)
 
 
 def _items_table(iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.ndarray, meta: pd.DataFrame | None,
@@ -635,13 +636,19 @@ def _with_lines(table: pa.Table, files: list[FileRead], global_index: bool = Fal
         "reason", pa.array(reasons, pa.string()))
 
 
-def _file_entries(files: list[FileRead], kept: np.ndarray) -> list[dict]:
+def _file_entries(files: list[FileRead], kept: np.ndarray, reason: np.ndarray) -> list[dict]:
+    """Per source file: what it is (name, path, size, md5) and its rows — read, kept, quarantined, and
+    of those the bad data (`rows_invalid`, what the gate judges per new file) and the repeats."""
+    invalid, repeats = ([code(r) for r in group] for group in (cleaning.DATA_ERRORS, cleaning.DUPLICATES))
     entries = []
     for f, rows_kept in zip(files, kept.tolist()):
         read = f.rows + len(f.malformed.lines)
+        per_reason = np.bincount(reason[f.start:f.start + f.rows], minlength=len(REASONS) + 1)
         entries.append({"name": f.path.name, "path": str(f.path.resolve()), "size": f.path.stat().st_size,
                         "md5": f.md5.result(), "rows_read": read, "rows_kept": rows_kept,
-                        "rows_quarantined": read - rows_kept})
+                        "rows_quarantined": read - rows_kept,
+                        "rows_invalid": len(f.malformed.lines) + int(per_reason[invalid].sum()),
+                        "rows_duplicate": int(per_reason[repeats].sum())})
     return entries
 
 
@@ -693,10 +700,12 @@ def _check_publishable(result: IngestResult, paths: Paths) -> None:
 
 def metrics_of(result: IngestResult) -> dict:
     """The DVC metric: counts per reason at the top (what `dvc metrics diff` compares), then the rows
-    rejected as bad data (`invalid`) apart from those a cleaning policy removed (`filtered`: rating
-    threshold, k-core), then the statistics of the kept events."""
+    rejected as bad data (`invalid`) apart from repeats (`duplicates`: exact and near duplicates,
+    normal in click logs) and from those a cleaning policy removed (`filtered`: rating threshold,
+    k-core), then the statistics of the kept events."""
     counts = result.counts
     return {**counts, "invalid": sum(counts[r] for r in cleaning.DATA_ERRORS),
+            "duplicates": sum(counts[r] for r in cleaning.DUPLICATES),
             "filtered": sum(counts[r] for r in cleaning.FILTERS), "stats": result.stats}
 
 

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from seqops.config import GateParams, Params, Paths
+from seqops.features.cleaning import DATA_ERRORS, DUPLICATES
 from seqops.models.artifact import Artifact
 from seqops.models.evaluate import head_metrics, metrics_from_ranks, target_ranks, top_items
 from seqops.io import now_iso, write_json_atomic
-from seqops.models.registry import Registry
+from seqops.models.registry import Registry, version_number
 from seqops.models.splits import EvalSet, protocol_label
 
 # Per-user behaviour, all intensive (they do not grow with the length of a user's history), so the
@@ -284,13 +285,67 @@ def decide(checks: list[Check]) -> tuple[str, list[str]]:
     return verdict, reasons
 
 
-def _ingest_quality(paths: Paths) -> dict:
-    counts = json.loads(paths.ingest_metrics.read_text()) if paths.ingest_metrics.exists() else {}
-    read = max(int(counts.get("read", 0)), 1)
-    # Only invalid rows count against quality: rows filtered on purpose (rating threshold, k-core)
-    # are the configuration working, not bad data.
-    invalid = int(counts["invalid"]) if "invalid" in counts else read - int(counts.get("kept", read))
-    return {"quarantine_share": invalid / read, "rows_read": int(counts.get("read", 0))}
+def _ingest_quality(paths: Paths, registry: Registry, version: str) -> dict:
+    """The share of raw rows ingest rejected as bad data, over the rows that are new in this
+    candidate's snapshot: the raw files in its `sources` (the ingest manifest the train stage
+    recorded) that the previous registered version's did not have. Each file is judged once, by the
+    first candidate trained on it, so one bad burst blocks that candidate and not every later one
+    (the raw folder is append-only); the first version judges every file. Only bad data counts:
+    duplicates and near-duplicates (normal in click logs) are reported apart, and rows a cleaning
+    policy removed (rating threshold, k-core) are the configuration working. Without per-file counts
+    (no manifest recorded) the whole last ingest is judged."""
+    sources = registry.get(version).get("sources") or {}
+    counts = sources.get("counts") or (json.loads(paths.ingest_metrics.read_text()) if paths.ingest_metrics.exists() else {})
+    history = _shares(*_bad_rows(counts))
+    over_history = {"history_share": history["quarantine_share"], "history_rows": history["rows_read"]}
+    files = sources.get("files") or []
+    if not files or any("rows_invalid" not in f for f in files):
+        return {**history, **over_history, "files_judged": None, "since": None}
+    since, seen = _previous_snapshot(registry, version)
+    new = [f for f in files if f["md5"] not in seen]
+    judged = _shares(*(sum(f[key] for f in new) for key in ("rows_read", "rows_invalid", "rows_duplicate")))
+    return {**judged, **over_history, "files_judged": [f["name"] for f in new], "since": since}
+
+
+def _bad_rows(counts: dict) -> tuple[int, int, int]:
+    """(rows read, bad rows, duplicates) from ingest counts (per reason, or the older summary keys)."""
+    read = int(counts.get("read", 0))
+    if any(reason in counts for reason in DATA_ERRORS):
+        return read, sum(int(counts.get(r, 0)) for r in DATA_ERRORS), sum(int(counts.get(r, 0)) for r in DUPLICATES)
+    return read, int(counts["invalid"]) if "invalid" in counts else read - int(counts.get("kept", read)), 0
+
+
+def _shares(read: int, invalid: int, duplicates: int) -> dict:
+    return {"quarantine_share": invalid / max(read, 1), "rows_read": read, "rows_invalid": invalid,
+            "duplicate_rows": duplicates}
+
+
+def _previous_snapshot(registry: Registry, version: str) -> tuple[str | None, set[str]]:
+    """(the version registered last before `version` with a recorded snapshot, the md5s of its raw files)."""
+    earlier = [v for v in registry.versions() if version_number(v["version"]) < version_number(version)
+               and (v.get("sources") or {}).get("files")]
+    if not earlier:
+        return None, set()
+    previous = max(earlier, key=lambda v: version_number(v["version"]))
+    return previous["version"], {f["md5"] for f in previous["sources"]["files"]}
+
+
+def _quarantine_check(quality: dict, gp: GateParams) -> Check:
+    """Blocks when too much of what is new is bad data; says what was judged and what was not."""
+    share, limit, files, since = quality["quarantine_share"], gp.max_quarantine_share, quality["files_judged"], quality["since"]
+    if files is None:
+        judged = (f"Ingest quarantined {share:.2%} of {quality['rows_read']} raw rows as bad data (max {limit:.2%}; "
+                  f"the whole last ingest: no per-file counts recorded)")
+    elif not files:
+        judged = f"No raw file is new since {since}: nothing new to judge (max {limit:.2%} bad rows in new files)"
+    else:
+        names = ", ".join(files[:3]) + (f", … ({len(files) - 3} more)" if len(files) > 3 else "")
+        where = f"the {len(files)} raw file(s) new since {since}" if since else f"all {len(files)} raw file(s) (no earlier version)"
+        judged = (f"Ingest quarantined {share:.2%} of {quality['rows_read']} raw rows as bad data in {where}: {names} "
+                  f"(max {limit:.2%}; each file is judged once, by the first candidate trained on it)")
+    repeats = f"{quality['duplicate_rows']:,} duplicate or near-duplicate rows (normal in click logs) are counted apart and never block"
+    history = f"; all history: {quality['history_share']:.2%} of {quality['history_rows']:,} rows bad" if files is not None else ""
+    return Check("quarantine_share", share, limit, share <= limit, True, f"{judged}; {repeats}{history}.")
 
 
 def _drift_sentence(drift: dict, gp: GateParams, champion: str | None) -> str:
@@ -368,16 +423,14 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
         category = candidate.items().set_index("item_id")["category"].reindex(np.arange(n_items + 1)).fillna("unknown").to_numpy()
         pred = prediction_drift(scored["candidate_top"], scored["reference_top"],
                                 candidate.popularity.counts, category, out_dir)
-    quality = {"missing_share": float(candidate.reference().isna().mean().mean()), **_ingest_quality(paths)}
+    quality = {"missing_share": float(candidate.reference().isna().mean().mean()), **_ingest_quality(paths, registry, version)}
 
     checks = [
         Check("eval_users", len(test), gp.min_eval_users, len(test) >= gp.min_eval_users, True,
               f"{len(test)} held-out users evaluated (minimum {gp.min_eval_users})."),
         Check("missing_share", quality["missing_share"], gp.max_missing_share, quality["missing_share"] <= gp.max_missing_share, True,
               f"Missing values in the candidate's training-data summary: {quality['missing_share']:.2%} (max {gp.max_missing_share:.2%})."),
-        Check("quarantine_share", quality["quarantine_share"], gp.max_quarantine_share,
-              quality["quarantine_share"] <= gp.max_quarantine_share, True,
-              f"Ingest quarantined {quality['quarantine_share']:.2%} of {quality['rows_read']} raw rows (max {gp.max_quarantine_share:.2%})."),
+        _quarantine_check(quality, gp),
     ]
     if comparison:
         checks.append(performance_check(comparison, gp, "champion" if champion else "popularity", len(test)))

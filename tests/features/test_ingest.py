@@ -131,7 +131,14 @@ def test_write_outputs_round_trip(hand_written):
     assert list(pd.read_parquet(paths.vocab / "users.parquet").columns) == ["raw_id", "user_id"]
     assert list(pd.read_parquet(paths.vocab / "items.parquet").columns) == ["raw_id", "item_id", "category", "title"]
     metrics = json.loads(paths.ingest_metrics.read_text())
-    assert metrics == {**result.counts, "invalid": 8, "filtered": 2, "stats": result.stats}
+    assert metrics == {**result.counts, "invalid": 7, "duplicates": 1, "filtered": 2, "stats": result.stats}
+
+
+def test_duplicates_are_counted_apart_from_bad_rows_in_each_file(hand_written):
+    """Repeats are normal in click logs: neither bad data (`invalid`) nor a policy (`filtered`)."""
+    (entry,) = _ingest(*hand_written).files
+    assert (entry["rows_invalid"], entry["rows_duplicate"], entry["rows_quarantined"]) == (7, 1, 10)
+    assert entry["rows_read"] == entry["rows_kept"] + entry["rows_quarantined"]
 
 
 @pytest.mark.parametrize(
