@@ -1,6 +1,11 @@
 """`seqops`: the front door. Stage commands (`ingest`, `features`, `train`, `evaluate`) are what
 `dvc repro` runs; `retrain` runs the Prefect flow; `promote`/`rollback`/`models`/`history` manage
 the registry; `serve` starts the BentoML service; `demo` runs the whole loop twice and serves.
+
+An expected error — the project's state or configuration is not what a command needs (a registry
+error, a damaged registry file, a bad params.yaml, an ingest problem, a missing state file) — is
+one line on stderr and exit code 1, from one handler around every command (`ExpectedErrors`);
+$SEQOPS_TRACEBACK=1 shows the traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,14 +16,60 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from seqops.config import ConfigError, Params, Paths, load_params, project_paths
 
-app = typer.Typer(help="seqops: learn from user-behaviour sequences and serve what is learned.", no_args_is_help=True)
+TRACEBACK_ENV = "SEQOPS_TRACEBACK"
 console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One line on stderr (never wrapped, no markup read from the message), exit code 1."""
+    err_console.print(Text.assemble(("error: ", "red"), one_line(message)), soft_wrap=True, highlight=False)
+    raise typer.Exit(1)
+
+
+def one_line(message: str) -> str:
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe the project's state, not a bug (imported when one is raised: the
+    ingest module pulls in pandas, and most commands never need it)."""
+    from seqops.features.loaders import IngestError
+    from seqops.models.registry_schema import RegistryError
+
+    return RegistryError, ConfigError, IngestError, FileNotFoundError
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"{error.filename}: not found (run the stage that writes it first, e.g. `seqops retrain`)"
+    return str(error) or type(error).__name__
+
+
+class ExpectedErrors(TyperGroup):
+    """The root command group: every command runs inside its `invoke`, so one handler turns the
+    expected errors of all of them into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:  # noqa: BLE001 - re-raised below unless it is an expected one
+            if not isinstance(exc, expected_errors()) or os.environ.get(TRACEBACK_ENV):
+                raise
+            fail(describe(exc))
+
+
+app = typer.Typer(help="seqops: learn from user-behaviour sequences and serve what is learned.", no_args_is_help=True,
+                  cls=ExpectedErrors)
 ProjectOpt = typer.Option(Path("."), "--project", "-p", help="project folder (holds params.yaml, dvc.yaml, feature_repo/)")
 
 
@@ -31,16 +82,7 @@ def setup(project: Path) -> tuple[Params, Paths]:
     (paths.home / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(paths.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    try:
-        return load_params(paths.project / "params.yaml"), paths
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
-
-
-def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+    return load_params(paths.project / "params.yaml"), paths
 
 
 @app.command()
@@ -64,17 +106,14 @@ def ingest(fmt: Optional[str] = typer.Option(None, "--format", help="one-off ove
     import time
 
     from seqops.config import INGEST_FORMATS
-    from seqops.features.ingest import IngestError, counts_table, ingest as run_ingest, write_outputs
+    from seqops.features.ingest import counts_table, ingest as run_ingest, write_outputs
     from seqops.features.lineage import data_report, write_manifest
 
     params, paths = setup(project)
     if fmt is not None and fmt not in INGEST_FORMATS:
         fail(f"--format {fmt!r}: one of {', '.join(INGEST_FORMATS)}")
     started = time.perf_counter()
-    try:
-        result = run_ingest(path or paths.raw, params.ingest, paths, fmt=fmt)
-    except IngestError as exc:
-        fail(str(exc))
+    result = run_ingest(path or paths.raw, params.ingest, paths, fmt=fmt)
     write_outputs(result, paths)
     manifest = write_manifest(result, paths, params.ingest)
     seconds = time.perf_counter() - started
@@ -91,13 +130,10 @@ def lineage(version: str = typer.Argument(..., help="registered model version (s
             project: Path = ProjectOpt) -> None:
     """What produced a model: data version (and whether DVC has it), source files and hashes, params, metrics."""
     from seqops.features.lineage import lineage as model_lineage, render_lineage
-    from seqops.models.registry import Registry, RegistryError
+    from seqops.models.registry import Registry
 
     _, paths = setup(project)
-    try:
-        info = model_lineage(Registry(paths), version, paths)
-    except RegistryError as exc:
-        fail(str(exc))
+    info = model_lineage(Registry(paths), version, paths)
     console.print(json.dumps(info, indent=2) if as_json else render_lineage(info), highlight=False, soft_wrap=True)
 
 
@@ -150,7 +186,8 @@ def gate(version: Optional[str] = typer.Argument(None, help="registered version 
     versions = registry.versions()
     if not versions:
         fail("no registered models yet: run `seqops retrain`")
-    decision = run_gate(registry, version or versions[-1]["version"], paths, params)
+    version = registry.get(version or versions[-1]["version"])["version"]  # unknown → RegistryError, before any work
+    decision = run_gate(registry, version, paths, params)
     print_decision(decision)
 
 
@@ -165,14 +202,11 @@ def print_decision(decision: dict) -> None:
 
 
 def open_registry(project: Path):
-    """The project's registry (backend from params.yaml `registry:`), or a clean error."""
-    from seqops.models.registry import Registry, RegistryError
+    """The project's registry (backend from params.yaml `registry:`)."""
+    from seqops.models.registry import Registry
 
     _, paths = setup(project)
-    try:
-        return Registry(paths)
-    except RegistryError as exc:
-        fail(str(exc))
+    return Registry(paths)
 
 
 ActorOpt = typer.Option(None, help="who acts (default: $SEQOPS_ACTOR, else the OS user); recorded in the audit log")
@@ -184,14 +218,9 @@ def promote(version: Optional[str] = typer.Argument(None, help="version (default
             reason: str = typer.Option("", help="why; recorded in the audit log with who did it"),
             actor: Optional[str] = ActorOpt, project: Path = ProjectOpt) -> None:
     """Make a version the champion: one atomic pointer change, audited (`seqops history`)."""
-    from seqops.models.registry import RegistryError
-
     registry = open_registry(project)
     before = registry.champion()
-    try:
-        champion = registry.promote(version, actor=actor, reason=reason, force=force)
-    except RegistryError as exc:
-        fail(str(exc))
+    champion = registry.promote(version, actor=actor, reason=reason, force=force)
     event = registry.pointer()["event"] or {}
     forced = event.get("action") == "promote-forced" and event.get("version") == champion and champion != before
     console.print(f"champion: {champion} (was {before or 'none'})" + (" [yellow]— forced over the gate, audited[/yellow]" if forced else ""))
@@ -201,14 +230,9 @@ def promote(version: Optional[str] = typer.Argument(None, help="version (default
 def rollback(reason: str = typer.Option("", help="why; recorded in the audit log"), actor: Optional[str] = ActorOpt,
              project: Path = ProjectOpt) -> None:
     """Return to the previous champion (the exact model it served before)."""
-    from seqops.models.registry import RegistryError
-
     registry = open_registry(project)
     before = registry.champion()
-    try:
-        console.print(f"champion: {registry.rollback(actor=actor, reason=reason)} (rolled back from {before})")
-    except RegistryError as exc:
-        fail(str(exc))
+    console.print(f"champion: {registry.rollback(actor=actor, reason=reason)} (rolled back from {before})")
 
 
 models_app = typer.Typer(help="Registered model versions: `seqops models` lists them, `seqops models show V` prints one.")
@@ -242,13 +266,9 @@ def models_show(version: str = typer.Argument(..., help="registered version (see
                 project: Path = ProjectOpt) -> None:
     """Print one version: lineage, metrics, gate decision with its reasons and reports, audit."""
     from seqops.models.evaluate import model_metrics
-    from seqops.models.registry import RegistryError
 
     registry = open_registry(project)
-    try:
-        meta = registry.get(version)
-    except RegistryError as exc:
-        fail(str(exc))
+    meta = registry.get(version)
     facts = Table(show_header=False, box=None)
     for key in ("version", "created_at", "data_version", "raw_data_version", "features_version", "params_hash",
                 "parent_version", "content_hash", "n_items", "best_epoch", "n_train_sequences", "protocol"):

@@ -12,15 +12,7 @@ import yaml
 
 from seqops.config import Paths
 from seqops.models.registry import Registry, RegistryError
-from tests.models.registry_helpers import approve, drop, fake_artifact, open_registry, settings_for
-
-
-@pytest.fixture(params=["local", "postgres"])
-def registry(request, tmp_path, monkeypatch):
-    monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
-    registry = open_registry(tmp_path, settings_for(request.param))
-    yield registry
-    drop(registry)
+from tests.models.registry_helpers import approve, fake_artifact, local, registry  # noqa: F401 - fixtures
 
 
 def test_register_is_idempotent_and_lands_in_the_bentoml_store(registry, tmp_path):
@@ -103,12 +95,6 @@ def test_unknown_versions_are_named(registry):
 
 # -- local store specifics ------------------------------------------------------------------
 
-@pytest.fixture
-def local(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
-    return Registry(Paths(tmp_path))
-
-
 def test_a_torn_audit_line_is_skipped_and_the_next_entry_starts_clean(local, tmp_path):
     v1 = local.register(fake_artifact(tmp_path, "a"), {})
     with open(local.root / "audit.jsonl", "a") as fh:
@@ -139,7 +125,7 @@ def test_an_unreachable_postgres_registry_says_where(tmp_path, monkeypatch):
 
 def test_cli_lists_shows_promotes_with_force_and_prints_history(local, tmp_path):
     v1 = local.register(fake_artifact(tmp_path, "a"), {"data_version": "abc123", "params_hash": "p1",
-                                                        "eval_metrics": {"sasrec": {"ndcg@10": 0.25}}})
+                                                        "eval_metrics": {"model": {"ndcg@10": 0.25}}})
     approve(local, v1, "reject")
     (tmp_path / "params.yaml").write_text("{}\n")  # all defaults: the local backend
     seqops = [sys.executable, "-m", "seqops.flows.cli"]
@@ -149,7 +135,7 @@ def test_cli_lists_shows_promotes_with_force_and_prints_history(local, tmp_path)
                               env={**os.environ, "COLUMNS": "200", "SEQOPS_ACTOR": "bob"})
 
     refused = run("promote")
-    assert refused.returncode == 1 and "not approved" in refused.stdout
+    assert refused.returncode == 1 and "not approved" in refused.stderr
     assert run("promote", "--force", "--reason", "launch day").returncode == 0
     listing = run("models")
     assert v1 in listing.stdout and "reject" in listing.stdout and "0.2500" in listing.stdout
