@@ -1,0 +1,201 @@
+"""Feature-store bench: the point-in-time training frame (Feast file/dask store vs DuckDB) and
+materialize throughput (SQLite; Redis through the scale_out profile when Redis and PostgreSQL are
+reachable on 127.0.0.1), full and incremental.
+
+    .venv/bin/python bench/features.py --sizes 100000,1000000 --users 100000,1000000
+    .venv/bin/python bench/features.py --sizes 10000 --users 10000          # smoke test
+
+PIT: synthetic events streamed in user chunks → canonical events → the feature table (one row per
+event, 50-item lists) → the leave-one-out entity frame the train stage builds → historical_features.
+Materialize: a feature table with one row per user (50-item lists), a full run (no state), then a
+run after 1% of the users got a newer row (incremental), then a run with nothing new.
+Prints a table, writes bench/results/features.json and bench/results/features.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.loop import drop_database, print_table, scale_out_profile  # noqa: E402
+from seqops.config import Paths, SyntheticParams  # noqa: E402
+from seqops.features import store  # noqa: E402
+from seqops.features.sequences import write_user_features  # noqa: E402
+from seqops.features.synthetic import iter_batch_chunks  # noqa: E402
+from seqops.models.splits import target_entities  # noqa: E402
+from tests.conftest import make_project  # noqa: E402
+from tests.features.test_store import reachable  # noqa: E402
+
+MAX_LEN = 50
+EVENTS_PER_USER = SyntheticParams().sessions_per_user * SyntheticParams().session_length
+PIT_STORES = {"file": "file", "duckdb": "local"}  # bench name -> profile
+INCREMENTAL_SHARE = 0.01
+
+
+def canonical_chunk(raw: pd.DataFrame) -> pd.DataFrame:
+    """Raw generator rows → canonical events (dense ids straight from the generator's indices)."""
+    frame = pd.DataFrame({
+        "user_id": raw["user_id"].str[1:].astype(np.int64) + 1,
+        "item_id": raw["item_id"].str[1:].astype(np.int64) + 1,
+        "ts": pd.to_datetime(raw["timestamp"].astype(np.int64), unit="s", utc=True).astype("datetime64[us, UTC]"),
+        "event_type": raw["event_type"].astype(str),
+    }).sort_values(["user_id", "ts"], kind="stable")
+    gap = frame.groupby("user_id")["ts"].diff().dt.total_seconds()
+    return frame.assign(session_id=(gap.isna() | (gap > 1800)).cumsum())
+
+
+def write_events(n_events: int, path: Path) -> int:
+    """Stream about `n_events` synthetic events to a canonical Parquet file; returns the row count."""
+    p = SyntheticParams(n_users=max(1, round(n_events / EVENTS_PER_USER)), n_items=20_000, seed=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows, writer = 0, None
+    for raw in iter_batch_chunks(p, 0):
+        table = pa.Table.from_pandas(canonical_chunk(raw), preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+        rows += table.num_rows
+    writer.close()
+    return rows
+
+
+def pit_part(n_events: int, stores: list[str]) -> list[dict]:
+    """Seconds for the training frame (leave-one-out entities) on each offline store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = Paths(make_project(Path(tmp) / "project"))
+        rows = write_events(n_events, paths.events)
+        started = time.perf_counter()
+        write_user_features(paths.events, paths.user_features, MAX_LEN)
+        features_s = time.perf_counter() - started
+        store.apply(paths)
+        entities = target_entities(pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type"]))
+        out = []
+        for name in stores:
+            started = time.perf_counter()
+            frame = store.historical_features(paths, entities.copy(), PIT_STORES[name])
+            out.append({"events": rows, "entity_rows": len(entities), "store": name,
+                        "pit_s": round(time.perf_counter() - started, 2), "features_s": round(features_s, 2),
+                        "joined_with_history": int(frame["last_items"].notna().sum())})
+        return out
+
+
+def latest_rows_table(n_users: int, seed: int = 0) -> pa.Table:
+    """One feature row per user, shaped like the real table (50-item lists)."""
+    rng = np.random.default_rng(seed)
+    offsets = pa.array(np.arange(n_users + 1, dtype=np.int32) * MAX_LEN)
+    items = rng.integers(1, 20_000, n_users * MAX_LEN)
+    types = np.where(rng.random(n_users * MAX_LEN) < 0.85, "view", "cart")
+    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 14 * 86400, n_users), unit="s")
+    return pa.table({
+        "user_id": pa.array(np.arange(1, n_users + 1), pa.int64()),
+        "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+        "last_items": pa.ListArray.from_arrays(offsets, pa.array(items, pa.int64())),
+        "last_types": pa.ListArray.from_arrays(offsets, pa.array(types, pa.string())),
+        "secs_since_prev": pa.array(rng.exponential(3600, n_users)),
+        "n_events": pa.array(rng.integers(MAX_LEN, 200, n_users), pa.int64()),
+        "n_sessions": pa.array(rng.integers(1, 20, n_users), pa.int64()),
+        "last_ts": pa.array((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), pa.int64()),
+    })
+
+
+def with_newer_rows(table: pa.Table, share: float) -> pa.Table:
+    """The table plus a row one hour later for the first `share` of the users (their new state)."""
+    newer = table.slice(0, max(1, int(table.num_rows * share))).to_pandas()
+    newer["event_timestamp"] += pd.Timedelta(hours=1)
+    newer["n_events"] += 1
+    return pa.concat_tables([table, pa.Table.from_pandas(newer, schema=table.schema, preserve_index=False)])
+
+
+def materialize_part(n_users: int, profile: str) -> dict:
+    """Users/s of a full materialize, then the incremental and the idle run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        project = make_project(Path(tmp) / "project")
+        paths, database = Paths(project), None
+        if profile == "scale_out":
+            database, _ = scale_out_profile(project)
+        try:
+            table = latest_rows_table(n_users)
+            paths.user_features.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, paths.user_features)
+            store.apply(paths, profile)
+            full = store.materialize(paths, profile=profile)
+            pq.write_table(with_newer_rows(table, INCREMENTAL_SHARE), paths.user_features)
+            incremental = store.materialize(paths, profile=profile)
+            idle = store.materialize(paths, profile=profile)
+            return {"profile": profile, "online": "redis" if profile == "scale_out" else "sqlite", "users": n_users,
+                    "full_s": round(full.seconds, 2), "full_users_per_s": round(full.users_per_s),
+                    "incremental_users": incremental.users_written, "incremental_s": round(incremental.seconds, 2),
+                    "idle_s": round(idle.seconds, 2)}
+        finally:
+            if profile == "scale_out":
+                store.open_store(paths, profile).teardown()  # drops this project's Redis keys
+                drop_database(database)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in PIT_STORES:
+        rows = [r for r in results.get("pit", []) if r["store"] == name]
+        if rows:
+            left.plot([r["events"] for r in rows], [r["pit_s"] for r in rows], marker="o", label=name)
+    left.set(xscale="log", yscale="log", xlabel="events", ylabel="seconds", title="point-in-time training frame")
+    for online in ("sqlite", "redis"):
+        rows = [r for r in results.get("materialize", []) if r["online"] == online]
+        if rows:
+            right.plot([r["users"] for r in rows], [r["full_users_per_s"] for r in rows], marker="o", label=online)
+    right.axhline(20_000, color="grey", linestyle="--", label="target 20k users/s")
+    right.set(xscale="log", xlabel="users", ylabel="users / s", title="materialize (full run)")
+    for axis in (left, right):
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def int_list(text: str) -> list[int]:
+    return [int(float(part)) for part in text.split(",") if part]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int_list, default=[100_000, 1_000_000], help="events for the PIT part, comma-separated")
+    parser.add_argument("--users", type=int_list, default=[100_000, 1_000_000], help="users for the materialize part")
+    parser.add_argument("--pit-stores", default="file,duckdb", help="offline stores to time: file, duckdb")
+    parser.add_argument("--parts", nargs="+", default=["pit", "materialize"], choices=["pit", "materialize"])
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "features.json")
+    args = parser.parse_args()
+
+    results: dict = {"pit": [], "materialize": []}
+    if "pit" in args.parts:
+        for size in args.sizes:
+            results["pit"] += pit_part(size, args.pit_stores.split(","))
+            print_table("point-in-time training frame", results["pit"])
+    if "materialize" in args.parts:
+        profiles = ["local"] + (["scale_out"] if reachable(6379) and reachable(5432) else [])
+        for n_users in args.users:
+            for profile in profiles:
+                results["materialize"].append(materialize_part(n_users, profile))
+                print_table("materialize", results["materialize"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    print(f"\n→ {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
