@@ -91,7 +91,7 @@ def child_ingest(path: Path, out_dir: Path) -> dict:
     from seqops.features.ingest import ingest, write_outputs
     from seqops.features.lineage import write_manifest
 
-    paths, p = Paths(out_dir), IngestParams(format="taobao")
+    paths, p = Paths(out_dir), IngestParams(format="taobao", data_report=False)  # write_outputs would add the Evidently summary
     result = ingest(path, p, paths)
     write_outputs(result, paths)
     write_manifest(result, paths, p)
