@@ -352,8 +352,8 @@ def _read_vocab(path: Path, id_col: str) -> pa.Table:
     if not path.exists():
         return pa.table({"raw_id": pa.array([], pa.string()), id_col: pa.array([], pa.int64())})
     table = pq.read_table(path)
-    table = table.set_column(0, "raw_id", pc.cast(table["raw_id"], pa.string())).set_column(
-        1, id_col, pc.cast(table[id_col], pa.int64()))
+    for name, kind in (("raw_id", pa.string()), (id_col, pa.int64())):
+        table = table.set_column(table.column_names.index(name), name, pc.cast(table[name], kind))
     frame = table.select(["raw_id", id_col]).to_pandas()
     clashes = int(frame["raw_id"].duplicated(keep=False).sum() + frame[id_col].duplicated(keep=False).sum())
     if clashes or (frame[id_col] < 1).any():
