@@ -18,6 +18,12 @@ artifact whose class is not SASRec names it in seqops.json: `"model_class": "mod
   churn        churn_scores(input_ids, type_ids) -> [B] logits
 
 `input_ids`/`type_ids` are left-padded [B, L] (type ids: 1 + index in config.event_types, 0 = pad).
+
+A registry that cannot name a loadable champion (a damaged pointer, one naming a version whose
+files are gone, an unreachable registry) never stops the process: at start the engine is simply
+not ready (`ready()` False, `not_ready_reason` says why, every request is answered 503 with that
+reason); while serving, the last good champion keeps answering. Either way the problem is logged
+once per change of the pointer, not once per poll, and a repaired pointer is picked up as usual.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from seqops.features import store as feature_store
 from seqops.models.base import SeqRecModel
 from seqops.models.baselines import PopularityModel
 from seqops.models.evaluate import model_metrics
-from seqops.models.registry import Registry
+from seqops.models.registry import Registry, RegistryError
 from seqops.models.zoo import model_class
 from seqops.serving.package import PINNED_ENV, SNAPSHOT_DIR
 from seqops.serving.ranking import recommend_items
@@ -55,6 +61,9 @@ CHAMPION_CHECK_S = 0.25  # how often the registry's champion pointer is re-read 
 VOCAB_CHECK_S = 1.0  # how often the vocabulary files are stat-ed for a new ingest
 STORE_RETRY_S = 5.0  # how often a feature store that could not be opened is tried again
 STORE_BREAK_S = 1.0  # after a failed read, answer with the fallback for this long before trying again
+REGISTRY_RETRY_S = 5.0  # how often a registry that could not be opened is tried again
+NO_CHAMPION = "no champion model yet: run the retrain flow and promote one"
+_UNSEEN = object()  # the pointer state before the first read
 
 
 class RequestError(Exception):
@@ -217,7 +226,9 @@ class Engine:
         self.paths, self.params = paths, params
         self.quantized = params.serving.quantize if quantized is None else quantized
         torch.set_num_threads(params.serving.torch_threads)
-        self.registry = registry or Registry(paths)
+        self.registry = registry
+        self._registry_retry_at = 0.0
+        self._registry_error = ""
         self.store = None
         self.store_error: str | None = None
         self._store_retry_at = 0.0
@@ -230,15 +241,15 @@ class Engine:
         self._vocab_checked = 0.0
         self._refresh_vocab(force=True)
         self.champion: Champion | None = None
-        self._champion_checked = 0.0
+        self.champion_problem: str | None = None  # why no champion is loaded (None: there just is none yet)
+        self._pointer_seen: object = _UNSEEN  # the pointer state last acted on: a version, None, or a problem
+        self._polling = threading.Lock()  # readiness probes poll too, maybe from another thread
         self._loading: threading.Thread | None = None
-        version = self.registry.champion()
-        if version is not None:
-            self.champion = Champion.load(self.registry, version, quantized=self.quantized)
-        elif os.environ.get(PINNED_ENV):
+        self._follow_pointer()  # loads the registry's champion, or says why it cannot
+        if self.champion is None and self.champion_problem is None and os.environ.get(PINNED_ENV):
             self.champion = self._pinned(os.environ[PINNED_ENV])
+            log.info("serving %s packaged in this Bento (heads: %s)", self.champion.version, ", ".join(self.champion.heads))
         if self.champion is not None:
-            log.info("serving %s (heads: %s, quantized: %s)", self.champion.version, ", ".join(self.champion.heads), self.quantized)
             if not self._catalog:  # no ingest vocabulary here (a Bento): the model's own catalogue
                 self._catalog = dict(zip(self.champion.raw_items[1:].tolist(), range(1, self.champion.n_items + 1)))
         self._champion_checked = time.monotonic()
@@ -269,39 +280,91 @@ class Engine:
             log.warning("feature store unavailable: %s", self.store_error)
 
     def ready(self) -> bool:
-        return self.champion is not None and self.store is not None
+        if self.champion is None:
+            self._poll_pointer()  # a first promote or a repaired pointer makes it ready without a request
+        return self.not_ready_reason is None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why the service cannot answer with a model (None when it can): for /readyz and the log."""
+        if self.champion is None:
+            return self.champion_problem or NO_CHAMPION
+        if self.store is None:
+            return f"feature store unavailable: {self.store_error}"
+        return None
 
     def current(self) -> Champion:
         """The champion to answer with; notices a promote within CHAMPION_CHECK_S and loads the
         new version on a side thread while the old one keeps answering."""
-        now = time.monotonic()
-        if now - self._champion_checked >= CHAMPION_CHECK_S:
-            self._champion_checked = now
-            self._refresh_vocab()
-            try:
-                version = self.registry.champion()
-            except Exception:  # noqa: BLE001 - a registry hiccup must not fail requests
-                log.exception("could not read the champion pointer; keeping %s", self.champion and self.champion.version)
-                version = None
-            if version and (self.champion is None or version != self.champion.version):
-                if self.champion is None:
-                    self.champion = Champion.load(self.registry, version, quantized=self.quantized)
-                elif self._loading is None or not self._loading.is_alive():
-                    self._loading = threading.Thread(target=self._load, args=(version,), daemon=True, name="champion-load")
-                    self._loading.start()
+        self._poll_pointer()
         if self.champion is None:
-            raise RequestError(503, "no champion model yet: run the retrain flow and promote one")
+            raise RequestError(503, f"not ready: {self.champion_problem or NO_CHAMPION}")
         return self.champion
+
+    def _poll_pointer(self) -> None:
+        """At most every CHAMPION_CHECK_S, by one thread at a time: new vocabularies, the pointer."""
+        if time.monotonic() - self._champion_checked < CHAMPION_CHECK_S or not self._polling.acquire(blocking=False):
+            return
+        try:
+            self._champion_checked = time.monotonic()
+            self._refresh_vocab()
+            self._follow_pointer()
+        finally:
+            self._polling.release()
+
+    def _follow_pointer(self) -> None:
+        """Read the champion pointer and act only on a change since the last read: a new version is
+        loaded (at once while nothing is served, else on a side thread while the old one answers);
+        a pointer that cannot be read or names a model that cannot be loaded is logged once."""
+        try:
+            version, problem = self._registry().champion(), None
+        except RegistryError as exc:  # damaged pointer, unreachable PostgreSQL, bad registry settings
+            version, problem = None, str(exc)
+        state = problem or version
+        if state == self._pointer_seen or (self._loading is not None and self._loading.is_alive()):
+            return  # nothing new, or a load is under way: look again at the next poll
+        self._pointer_seen = state
+        if problem is not None:
+            self._report(problem)
+        elif version is None or (self.champion is not None and version == self.champion.version):
+            self.champion_problem = None
+        elif self.champion is None:
+            self._load(version)
+        else:
+            self._loading = threading.Thread(target=self._load, args=(version,), daemon=True, name="champion-load")
+            self._loading.start()
+
+    def _registry(self) -> Registry:
+        """The project's registry, opened on first use; an open that failed is retried at most every
+        REGISTRY_RETRY_S (a PostgreSQL connect can take seconds)."""
+        if self.registry is None:
+            if time.monotonic() < self._registry_retry_at:
+                raise RegistryError(self._registry_error)
+            self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
+            try:
+                self.registry = Registry(self.paths)
+            except RegistryError as exc:
+                self._registry_error = str(exc)
+                raise
+        return self.registry
 
     def _load(self, version: str) -> None:
         torch.set_num_threads(self.params.serving.torch_threads)
         try:
             champion = Champion.load(self.registry, version, quantized=self.quantized)
-        except Exception:  # noqa: BLE001
-            log.exception("could not load champion %s; keeping %s", version, self.champion.version)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load must not stop the service
+            self._report(f"champion {version} cannot be loaded: {type(exc).__name__}: {exc}")
             return
-        self.champion = champion  # one reference swap: a batch holds the object it started with
-        log.info("serving champion %s (heads: %s)", version, ", ".join(champion.heads))
+        self.champion, self.champion_problem = champion, None  # one reference swap: a batch holds the object it started with
+        log.info("serving champion %s (heads: %s, quantized: %s)", version, ", ".join(champion.heads), self.quantized)
+
+    def _report(self, problem: str) -> None:
+        """One log line per new problem: not ready when nothing is served, else keep the last good one."""
+        if self.champion is None:
+            self.champion_problem = problem
+            log.error("not ready: %s", problem)
+        else:
+            log.warning("%s; still serving %s", problem, self.champion.version)
 
     def wait_for_load(self, timeout: float = 60) -> None:
         if self._loading is not None:
