@@ -195,7 +195,7 @@ def read_json(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise DamagedRegistryError(str(path), f"not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise DamagedRegistryError(str(path), f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise DamagedRegistryError(str(path), f"not JSON ({exc})") from None
 
 
 def audit_line(line: bytes, where: str) -> dict | None:
@@ -213,6 +213,14 @@ def audit_line(line: bytes, where: str) -> dict | None:
     if not isinstance(entry, dict):
         raise DamagedRegistryError(where, f"not a JSON object (got {type(entry).__name__})")
     return entry
+
+
+def storable(meta: dict) -> dict:
+    """`meta` once it is version metadata the registry would read back (never write what it would refuse)."""
+    try:
+        return checked(VersionMeta, meta, meta["version"])
+    except DamagedRegistryError as exc:
+        raise RegistryError(f"refusing to store the metadata of {exc.where}: {exc.problem}") from None
 
 
 def registry_settings(paths: Paths) -> RegistryParams:
@@ -296,11 +304,12 @@ class Registry:
                     return existing["version"]
             number = max((version_number(v["version"]) for v in versions), default=0) + 1
             version = f"v{number:04d}-{digest[:6]}"
+            meta = storable({**metadata, "version": version, "content_hash": digest, "created_at": now_iso(), "decision": None})
             if not self._stored_intact(version, digest):
                 with bentoml.models.create(f"{MODEL_NAME}:{version}", labels={"stage": "candidate"},
                                            metadata={"version": version}, _model_store=self._store) as model:
                     shutil.copytree(artifact_dir, model.path, dirs_exist_ok=True)
-            self.store.put({**metadata, "version": version, "content_hash": digest, "created_at": now_iso(), "decision": None})
+            self.store.put(meta)
             self.store.append_audit(self._entry("register", version, metadata.get("actor") or default_actor(), "trained"))
         return version
 
@@ -318,7 +327,7 @@ class Registry:
 
     def record_decision(self, version: str, decision: dict) -> None:
         with self.store.locked():
-            self.store.put({**self.get(version), "decision": decision})
+            self.store.put(storable({**self.get(version), "decision": decision}))
 
     def promote(self, version: str | None = None, *, actor: str | None = None, reason: str = "", force: bool = False) -> str:
         """Make `version` (default: the latest gated candidate) the champion. A version the gate did

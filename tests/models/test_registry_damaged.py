@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from seqops.config import Paths, RegistryParams
-from seqops.models.registry import DamagedRegistryError, Registry, RegistryError
+from seqops.models.registry import DamagedRegistryError, MissingModelError, Registry, RegistryError, content_hash
 from tests.models.registry_helpers import approve, fake_artifact, local, registry  # noqa: F401 - fixtures
 
 V1 = "v0001-abcdef"
@@ -172,3 +172,15 @@ def test_a_dsn_password_never_appears_in_the_message(tmp_path, monkeypatch, dsn)
         Registry(Paths(tmp_path), RegistryParams(backend="postgres", postgres_dsn=dsn))
     message = one_line(caught)
     assert "s3cret-pw" not in message and "***" in message and "127.0.0.1" in message
+
+
+def test_metadata_the_registry_would_refuse_to_read_is_never_written(registry, tmp_path):
+    artifact = fake_artifact(tmp_path, "a")
+    with pytest.raises(RegistryError, match="refusing to store the metadata of v0001-.*: parent_version"):
+        registry.register(artifact, {"parent_version": "../../x"})
+    with pytest.raises(MissingModelError):  # refused before anything went into the BentoML store either
+        registry.model_dir(f"v0001-{content_hash(artifact)[:6]}")
+    v1 = registered(registry, tmp_path, "b")
+    with pytest.raises(RegistryError, match=f"refusing to store the metadata of {v1}: decision"):
+        registry.record_decision(v1, ["promote"])
+    assert [v["version"] for v in registry.versions()] == [v1] and registry.get(v1)["decision"]["verdict"] == "promote"
