@@ -217,23 +217,3 @@ def test_statistics_of_the_kept_events(hand_written):
     assert stats["events_per_user_max"] == 4 and stats["type_share"]["view"] == 0.5
     assert stats["gap_s_p50"] == 60.0 and stats["first_ts"] == T0
 
-
-def test_numeric_ids_with_blanks_stay_on_the_integer_path():
-    from seqops.features.ingest import IdEncoder
-    import pyarrow as pa
-
-    encoder = IdEncoder()
-    assert encoder.add(pa.array(["10", None, "7", "10"])).tolist() == [False, True, False, False]
-    assert encoder.add(pa.array(["7", " ", "u9"])).tolist() == [False, True, False]  # text: " " blank
-    codes, uniques = encoder.finish()
-    assert [uniques[c].as_py() if c >= 0 else None for c in codes] == ["10", None, "7", "10", "7", None, "u9"]
-    assert encoder.parts[0][1] is None  # the first block took the integer path
-
-
-@pytest.mark.parametrize("values", [[5, -1, 3, 5, 7], [5, -1, 3, 5, 10**12]])  # a lookup table, then a hash table
-def test_factorize_ints_keeps_missing_ids_missing(values):
-    from seqops.features.ingest import _factorize_ints
-
-    uniques, codes = _factorize_ints(np.array(values, dtype=np.int64))
-    assert [int(uniques[c]) if c >= 0 else -1 for c in codes] == values
-    assert sorted(uniques.tolist()) == sorted(set(values) - {-1})
