@@ -61,6 +61,7 @@ def apply(paths: Paths, profile: str = "local") -> None:
 MATERIALIZE_START = datetime(1970, 1, 2, tzinfo=timezone.utc)
 DEFAULT_WRITE_BATCH_ROWS = 10_000  # when the profile sets no `materialization.online_write_batch_size`
 STATE_COLUMNS = ["user_id", "event_timestamp", "row_hash"]
+SPARK_OFFLINE_STORE = "seqops.features.spark_offline_store.ProjectSparkOfflineStore"  # the spark profile's
 _ENTITY_ROW = "__entity_row"  # the entity frame's own order, to break ties the same way in every store
 
 
@@ -85,7 +86,7 @@ def materialize(paths: Paths, end: datetime | None = None, profile: str = "local
     end = end or datetime.now(timezone.utc)
     view = store.get_feature_view(FEATURE_VIEW)
     features = [f.name for f in view.features]
-    latest = latest_feature_rows(feature_source_path(store, view), features, end)
+    latest = latest_rows(store, view, features, end)
     state_path = materialized_state_path(paths, profile)
     fingerprint = store_fingerprint(paths, profile, features)
     previous = None if full else read_materialized_state(state_path, fingerprint)
@@ -98,6 +99,27 @@ def materialize(paths: Paths, end: datetime | None = None, profile: str = "local
     result = MaterializeResult(changed.num_rows, latest.num_rows, time.perf_counter() - started, previous is None, end)
     log.info("materialize: %d of %d users written in %.1f s", result.users_written, result.users_total, result.seconds)
     return result
+
+
+def latest_rows(store, view, features: list[str], end: datetime) -> pa.Table:
+    """Each user's latest feature row and its hash: DuckDB on the Parquet source, or, on the spark
+    profile, Feast's Spark pull (the executors read the source, not this machine)."""
+    if store.config.offline_store.type != SPARK_OFFLINE_STORE:
+        return latest_feature_rows(feature_source_path(store, view), features, end)
+    from seqops.features import spark_offline_store
+
+    return with_row_hash(spark_offline_store.latest_feature_rows(store, view, features, MATERIALIZE_START, end), features)
+
+
+def with_row_hash(rows: pa.Table, features: list[str]) -> pa.Table:
+    """(user_id, event_timestamp, features, row_hash) sorted by user, hashed as `latest_feature_rows` does."""
+    import duckdb
+
+    columns = ", ".join(f'"{name}"' for name in features)
+    with duckdb.connect() as con:
+        con.register("rows", rows)
+        return con.sql(f"SELECT user_id, event_timestamp, {columns}, hash({columns}) AS row_hash FROM rows "
+                       "ORDER BY user_id").to_arrow_table()
 
 
 def feature_source_path(store, view) -> str:
@@ -192,7 +214,10 @@ def historical_features(paths: Paths, entity_df: pd.DataFrame, profile: str = "l
     frame = frame.sort_values(["user_id", "event_timestamp", _ENTITY_ROW], kind="stable")
     frame = frame.drop(columns=_ENTITY_ROW).reset_index(drop=True)
     if isinstance(entity_df["event_timestamp"].dtype, pd.DatetimeTZDtype):  # DuckDB returns us, the file store ns
-        frame["event_timestamp"] = frame["event_timestamp"].astype(entity_df["event_timestamp"].dtype)
+        stamps = frame["event_timestamp"]
+        if stamps.dt.tz is None:  # Spark returns them naive, in its session time zone (UTC in the profile)
+            stamps = stamps.dt.tz_localize("UTC")
+        frame["event_timestamp"] = stamps.astype(entity_df["event_timestamp"].dtype)
     return frame
 
 
