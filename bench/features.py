@@ -34,7 +34,7 @@ from seqops.config import Paths, SyntheticParams  # noqa: E402
 from seqops.features import store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.features.synthetic import iter_batch_chunks  # noqa: E402
-from seqops.models.splits import target_entities  # noqa: E402
+from seqops.models.training.splits import target_entities  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
 from tests.features.test_store import reachable  # noqa: E402
 

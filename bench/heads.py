@@ -34,13 +34,13 @@ from seqops.features import store  # noqa: E402
 from seqops.features.ingest import ingest, write_outputs  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.features.synthetic import write_batch  # noqa: E402
-from seqops.models.artifact import Artifact  # noqa: E402
-from seqops.models.baselines import PopularityModel  # noqa: E402
-from seqops.models.evaluate import classification_metrics, evaluate, head_metrics  # noqa: E402
-from seqops.models.splits import Splits, build_splits  # noqa: E402
-from seqops.models.stages import item_texts_for  # noqa: E402
-from seqops.models.train import score_fn_for, train_model  # noqa: E402
-from seqops.models.zoo import build_model  # noqa: E402
+from seqops.models.training.artifact import Artifact  # noqa: E402
+from seqops.models.nets.baselines import PopularityModel  # noqa: E402
+from seqops.models.training.evaluate import classification_metrics, evaluate, head_metrics  # noqa: E402
+from seqops.models.training.splits import Splits, build_splits  # noqa: E402
+from seqops.models.training.stages import item_texts_for  # noqa: E402
+from seqops.models.training.train import score_fn_for, train_model  # noqa: E402
+from seqops.models.nets.zoo import build_model  # noqa: E402
 
 OUT = REPO / "bench" / "results" / "heads.json"
 HEADS = ["next_item", "next_action", "churn"]

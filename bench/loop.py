@@ -35,8 +35,8 @@ from seqops.config import EvaluateParams, ModelParams, Paths, SyntheticParams, T
 from seqops.features import store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.features.synthetic import generate_batch  # noqa: E402
-from seqops.models.sasrec import SASRecModel  # noqa: E402
-from seqops.models.train import train_model  # noqa: E402
+from seqops.models.nets.sasrec import SASRecModel  # noqa: E402
+from seqops.models.training.train import train_model  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
 from tests.features.test_store import PG_ADMIN, reachable  # noqa: E402
 
@@ -181,7 +181,7 @@ def run_cli(project: Path, *args: str) -> tuple[float, str]:
 
 def drift_part(n_users: int, max_minutes: float) -> dict:
     """A champion on batch 0, then a drifted batch 1 lands at t0: monitor → retrain → promoted at t2."""
-    from seqops.models.registry import Registry
+    from seqops.models.release.registry import Registry
 
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())  # full-size params, not the tests' small ones
     defaults["data"]["synthetic"]["n_users"] = n_users

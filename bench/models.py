@@ -34,9 +34,9 @@ import torch
 
 from seqops.config import EvaluateParams, IngestParams, ModelParams, Paths, TrainParams
 from seqops.features.ingest import ingest
-from seqops.models.evaluate import evaluate
-from seqops.models.train import resolve_device, score_fn_for, train_model
-from seqops.models.zoo import build_model
+from seqops.models.training.evaluate import evaluate
+from seqops.models.training.train import resolve_device, score_fn_for, train_model
+from seqops.models.nets.zoo import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "amazon-beauty.txt"

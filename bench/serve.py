@@ -187,9 +187,9 @@ def model_only(project: Path, repeats: int = 200) -> dict:
     import torch
 
     from seqops.config import Paths, load_params
-    from seqops.models.evaluate import rank_metrics
-    from seqops.models.registry import Registry
-    from seqops.models.splits import EvalSet
+    from seqops.models.training.evaluate import rank_metrics
+    from seqops.models.release.registry import Registry
+    from seqops.models.training.splits import EvalSet
     from seqops.serving.engine import Champion
 
     params = load_params(project / "params.yaml")

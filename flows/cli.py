@@ -44,7 +44,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe the project's state, not a bug (imported when one is raised: the
     ingest module pulls in pandas, and most commands never need it)."""
     from seqops.features.loaders import IngestError
-    from seqops.models.registry_schema import RegistryError
+    from seqops.models.release.registry_schema import RegistryError
 
     return RegistryError, ConfigError, IngestError, FileNotFoundError
 
@@ -130,7 +130,7 @@ def lineage(version: str = typer.Argument(..., help="registered model version (s
             project: Path = ProjectOpt) -> None:
     """What produced a model: data version (and whether DVC has it), source files and hashes, params, metrics."""
     from seqops.features.lineage import lineage as model_lineage, render_lineage
-    from seqops.models.registry import Registry
+    from seqops.models.release.registry import Registry
 
     _, paths = setup(project)
     info = model_lineage(Registry(paths), version, paths)
@@ -152,7 +152,7 @@ def features(project: Path = ProjectOpt) -> None:
 @app.command()
 def train(project: Path = ProjectOpt) -> None:
     """Train the candidate from Feast point-in-time training data (DVC stage)."""
-    from seqops.models.stages import train_stage
+    from seqops.models.training.stages import train_stage
 
     params, paths = setup(project)
     meta = train_stage(params, paths)
@@ -162,7 +162,7 @@ def train(project: Path = ProjectOpt) -> None:
 @app.command()
 def evaluate(project: Path = ProjectOpt) -> None:
     """Score the candidate and the popularity baseline on held-out last items (DVC stage)."""
-    from seqops.models.stages import evaluate_stage
+    from seqops.models.training.stages import evaluate_stage
 
     params, paths = setup(project)
     metrics = evaluate_stage(params, paths)
@@ -178,8 +178,8 @@ def evaluate(project: Path = ProjectOpt) -> None:
 @app.command()
 def gate(version: Optional[str] = typer.Argument(None, help="registered version (default: newest)"), project: Path = ProjectOpt) -> None:
     """Run the promotion gate on a registered candidate."""
-    from seqops.models.gate import run_gate
-    from seqops.models.registry import Registry
+    from seqops.models.release.gate import run_gate
+    from seqops.models.release.registry import Registry
 
     params, paths = setup(project)
     registry = Registry(paths)
@@ -203,7 +203,7 @@ def print_decision(decision: dict) -> None:
 
 def open_registry(project: Path):
     """The project's registry (backend from params.yaml `registry:`)."""
-    from seqops.models.registry import Registry
+    from seqops.models.release.registry import Registry
 
     _, paths = setup(project)
     return Registry(paths)
@@ -248,7 +248,7 @@ def models(ctx: typer.Context, project: Path = ProjectOpt) -> None:
     """List registered model versions (newest last)."""
     if ctx.invoked_subcommand is not None:
         return
-    from seqops.models.evaluate import model_metrics
+    from seqops.models.training.evaluate import model_metrics
 
     registry = open_registry(project)
     pointer = registry.pointer()
@@ -265,7 +265,7 @@ def models(ctx: typer.Context, project: Path = ProjectOpt) -> None:
 def models_show(version: str = typer.Argument(..., help="registered version (see `seqops models`)"),
                 project: Path = ProjectOpt) -> None:
     """Print one version: lineage, metrics, gate decision with its reasons and reports, audit."""
-    from seqops.models.evaluate import model_metrics
+    from seqops.models.training.evaluate import model_metrics
 
     registry = open_registry(project)
     meta = registry.get(version)

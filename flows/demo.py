@@ -14,7 +14,7 @@ from rich.panel import Panel
 
 from seqops.config import project_paths
 from seqops.flows.retrain import retrain
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 from seqops.serving.launch import running_service
 
 

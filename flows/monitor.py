@@ -19,9 +19,9 @@ from prefect.artifacts import create_markdown_artifact
 from seqops.config import load_params, project_paths
 from seqops.features.ingest import RAW_COLUMNS
 from seqops.features.sequences import canonical_from_raw
-from seqops.models.artifact import Artifact
-from seqops.models.gate import behaviour_drift
-from seqops.models.registry import Registry
+from seqops.models.training.artifact import Artifact
+from seqops.models.release.gate import behaviour_drift
+from seqops.models.release.registry import Registry
 
 
 def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:

@@ -17,8 +17,8 @@ from seqops.config import Params, Paths, load_params, project_paths
 from seqops.features import store as feature_store
 from seqops.features.synthetic import write_batch
 from seqops.io import tool_env
-from seqops.models.gate import run_gate
-from seqops.models.registry import Registry
+from seqops.models.release.gate import run_gate
+from seqops.models.release.registry import Registry
 
 
 def run_tool(args: list[str], paths: Paths) -> None:

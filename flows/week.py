@@ -24,7 +24,7 @@ from seqops.config import load_params, project_paths
 from seqops.features.synthetic import write_batch
 from seqops.flows.monitor import monitor
 from seqops.flows.retrain import retrain
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 
 BAD_CHANGE = {"model": {"hidden_size": 8, "num_layers": 1, "num_heads": 1}, "train": {"epochs": 1}}
 

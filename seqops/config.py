@@ -96,7 +96,7 @@ ITEM_LOSSES: tuple[str, ...] = get_args(ItemLoss)
 
 
 class ModelParams(Section):
-    kind: ModelKind = Field("sasrec", description="which model `seqops train` builds (models/zoo.py)")
+    kind: ModelKind = Field("sasrec", description="which model `seqops train` builds (models/nets/zoo.py)")
     hidden_size: int = Field(64, gt=0, description="id models; the lm's width is its text encoder's")
     num_layers: int = Field(2, gt=0)
     num_heads: int = Field(2, gt=0)

@@ -15,7 +15,7 @@ import bentoml
 import numpy as np
 import torch
 
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 from seqops.serving.engine import Champion, Engine, RequestError
 from seqops.serving.schemas import RecommendRequest, RecommendResponse
 from seqops.serving.service import PARAMS, PATHS, error_response, json_response

@@ -46,11 +46,11 @@ from torch import nn
 
 from seqops.config import Params, Paths
 from seqops.features import store as feature_store
-from seqops.models.base import SeqRecModel
-from seqops.models.baselines import PopularityModel
-from seqops.models.evaluate import model_metrics
-from seqops.models.registry import Registry, RegistryError
-from seqops.models.zoo import model_class
+from seqops.models.nets.base import SeqRecModel
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.training.evaluate import model_metrics
+from seqops.models.release.registry import Registry, RegistryError
+from seqops.models.nets.zoo import model_class
 from seqops.serving.package import PINNED_ENV, SNAPSHOT_DIR
 from seqops.serving.ranking import recommend_items
 
@@ -258,7 +258,7 @@ class Engine:
         """The model packaged in a Bento (BentoML's own store), when no registry names a champion."""
         import bentoml
 
-        from seqops.models.registry import MODEL_NAME
+        from seqops.models.release.registry import MODEL_NAME
 
         path = Path(bentoml.models.get(f"{MODEL_NAME}:{version}").path)
         return Champion.from_dir(path, version, quantized=self.quantized)

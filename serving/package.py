@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from seqops.config import Paths
-from seqops.models.registry import MODEL_NAME, Registry
+from seqops.models.release.registry import MODEL_NAME, Registry
 
 SERVICE = "seqops.serving.service:Recommender"
 PINNED_ENV = "SEQOPS_MODEL_VERSION"  # set in the Bento: the version packaged with it

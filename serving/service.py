@@ -32,7 +32,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
 from seqops.config import Params, ServingParams, load_params, project_paths
-from seqops.models.registry import use_bentoml_home
+from seqops.models.release.registry import use_bentoml_home
 from seqops.serving.batcher import MicroBatcher
 from seqops.serving.engine import Engine, RequestError, engine_executor
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog

@@ -47,7 +47,7 @@ def snapshot(project: Path, batch: int, drift: float = 0.0) -> dict:
 
 def register(paths: Paths, version: str, snap: dict) -> None:
     """Registry metadata as `register_candidate` writes it (no model training needed for lineage)."""
-    from seqops.models.registry import Registry
+    from seqops.models.release.registry import Registry
 
     Registry(paths).store.put({"version": version, "created_at": "2026-01-01T00:00:00+00:00", "content_hash": version,
                                "data_version": snap["events"], "raw_data_version": snap["raw"],
@@ -77,7 +77,7 @@ def test_two_ingests_two_dvc_versions_and_lineage_names_the_right_one(tmp_path):
     register(paths, "v0001-aaaaaa", first)
     register(paths, "v0002-bbbbbb", second)
     for version, snap, other in (("v0001-aaaaaa", first, second), ("v0002-bbbbbb", second, first)):
-        from seqops.models.registry import Registry
+        from seqops.models.release.registry import Registry
 
         info = lineage(Registry(paths), version, paths)
         assert info["data_version"] == snap["events"] and info["raw_data_version"] == snap["raw"]

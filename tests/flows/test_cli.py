@@ -15,7 +15,7 @@ import yaml
 
 from seqops.config import Paths
 from seqops.io import tool_env
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 
 SECRET = "s3cret-pw"
 

@@ -13,7 +13,7 @@ import yaml
 from seqops.config import Paths
 from seqops.features import store as feature_store
 from seqops.serving.launch import running_service
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

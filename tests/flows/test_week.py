@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from seqops.config import Paths
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 from tests.conftest import make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from seqops.models.text import load_tokenizer
+from seqops.models.nets.text import load_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from seqops.config import ModelParams, Paths, RegistryParams
-from seqops.models.artifact import save_artifact
-from seqops.models.baselines import PopularityModel
-from seqops.models.sasrec import SASRecModel
-from seqops.models.registry import CRASH_ENV, Registry
+from seqops.models.training.artifact import save_artifact
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.nets.sasrec import SASRecModel
+from seqops.models.release.registry import CRASH_ENV, Registry
 
 DSN = os.environ.get("SEQOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -85,7 +85,7 @@ CHILD = """
 import json, os, sys, time
 from pathlib import Path
 from seqops.config import Paths, RegistryParams
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 root, settings, calls = Path(sys.argv[1]), RegistryParams(**json.loads(sys.argv[2])), json.loads(sys.argv[3])
 registry = Registry(Paths(root), settings)
 go = os.environ.get("SEQOPS_TEST_GO")  # start line: every child has imported and opened the registry

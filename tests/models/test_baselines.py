@@ -1,7 +1,7 @@
 import numpy as np
 
-from seqops.models.baselines import PopularityModel
-from seqops.models.evaluate import rank_metrics
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.training.evaluate import rank_metrics
 
 
 def test_popularity_ranks_most_frequent_first(tmp_path):

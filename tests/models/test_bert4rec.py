@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.bert4rec import BERT4RecConfig, BERT4RecModel
-from seqops.models.data import pad_left
+from seqops.models.nets.bert4rec import BERT4RecConfig, BERT4RecModel
+from seqops.models.training.data import pad_left
 from tests.conftest import assert_same_scores
 
 N_ITEMS, MAX_LEN = 30, 8

@@ -1,5 +1,5 @@
 """What every id-based sequence model promises the trainer, the gate and the service (the
-contract of models/base.py), checked on each kind; model-specific behaviour has its own file."""
+contract of models/nets/base.py), checked on each kind; model-specific behaviour has its own file."""
 
 import json
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.data import pad_left
-from seqops.models.train import score_fn_for, train_model
-from seqops.models.zoo import build_model
+from seqops.models.training.data import pad_left
+from seqops.models.training.train import score_fn_for, train_model
+from seqops.models.nets.zoo import build_model
 from tests.conftest import assert_same_scores
 
 N_ITEMS, MAX_LEN = 30, 8

@@ -2,9 +2,9 @@ import numpy as np
 import torch
 
 from seqops.config import EvaluateParams, TrainParams
-from seqops.models.data import NextItemDataset, churn_flags, collate_left_padded, make_loader, pad_left, type_ids
-from seqops.models.sasrec import SASRecConfig, SASRecModel
-from seqops.models.train import train_model
+from seqops.models.training.data import NextItemDataset, churn_flags, collate_left_padded, make_loader, pad_left, type_ids
+from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
+from seqops.models.training.train import train_model
 
 
 def test_pad_left_keeps_the_newest_items_on_the_right():

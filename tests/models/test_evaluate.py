@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from seqops.config import EvaluateParams
-from seqops.models.evaluate import (
+from seqops.models.training.evaluate import (
     classification_metrics, evaluate, model_metrics, rank_metrics, ranking_label, sampled_ranks, target_ranks,
 )
 

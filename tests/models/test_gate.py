@@ -8,8 +8,8 @@ import pytest
 from seqops.config import GateParams, IngestParams, Paths, SyntheticParams
 from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
-from seqops.models.evaluate import metrics_from_ranks, top_items as top_k
-from seqops.models.gate import (
+from seqops.models.training.evaluate import metrics_from_ranks, top_items as top_k
+from seqops.models.release.gate import (
     DRIFT_COLUMNS, Check, behaviour_drift, bootstrap_means, compare, decide, drift_columns, evidently_reports,
     per_user, performance_check, prediction_drift, split_at, window_behaviour,
 )

@@ -8,8 +8,8 @@ import pytest
 from seqops.config import GateParams, IngestParams, Paths
 from seqops.features.ingest import ingest, write_outputs
 from seqops.features.lineage import read_manifest
-from seqops.models.gate import _ingest_quality, _quarantine_check
-from seqops.models.registry import Registry
+from seqops.models.release.gate import _ingest_quality, _quarantine_check
+from seqops.models.release.registry import Registry
 
 GP = GateParams()
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)

@@ -12,9 +12,9 @@ from seqops.config import GateParams, IngestParams, Params, Paths, SyntheticPara
 from seqops.features.ingest import ingest, write_outputs
 from seqops.features.sequences import user_feature_table, user_summary
 from seqops.features.synthetic import write_batch
-from seqops.models.gate import run_gate
-from seqops.models.registry import Registry, RegistryError
-from seqops.models.splits import EvalSet
+from seqops.models.release.gate import run_gate
+from seqops.models.release.registry import Registry, RegistryError
+from seqops.models.training.splits import EvalSet
 from tests.models.registry_helpers import approve, tiny_artifact
 
 
@@ -96,7 +96,7 @@ def test_unfair_evaluation_or_bad_quality_rejects_and_a_rejected_candidate_never
 
 
 def test_scoring_in_batches_gives_the_same_decision_numbers(gated, monkeypatch):
-    from seqops.models import gate
+    from seqops.models.release import gate
 
     registry, paths, _, v2, decision = gated
     monkeypatch.setattr(gate, "SCORE_BATCH", 7)  # many uneven batches instead of one

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.artifact import Artifact, save_artifact
-from seqops.models.baselines import PopularityModel
-from seqops.models.evaluate import classification_metrics
-from seqops.models.sasrec import SASRecModel
-from seqops.models.train import train_model
+from seqops.models.training.artifact import Artifact, save_artifact
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.training.evaluate import classification_metrics
+from seqops.models.nets.sasrec import SASRecModel
+from seqops.models.training.train import train_model
 
 TYPES = ["view", "cart", "purchase"]
 

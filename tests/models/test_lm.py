@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.data import pad_left
-from seqops.models.lm import LMRecModel
-from seqops.models.text import load_tokenizer, render_history
-from seqops.models.train import score_fn_for, train_model
+from seqops.models.training.data import pad_left
+from seqops.models.nets.lm import LMRecModel
+from seqops.models.nets.text import load_tokenizer, render_history
+from seqops.models.training.train import score_fn_for, train_model
 from tests.conftest import assert_same_scores
 
 N_ITEMS, MAX_LEN = 20, 8
@@ -30,7 +30,7 @@ def tiny_lm(text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXT
             **params) -> LMRecModel:
     torch.manual_seed(seed)
     p = ModelParams(kind="lm", text_model=text_model, heads=heads, dropout=0.0, lm_events=4, **params)
-    return LMRecModel.from_params(n_items, MAX_LEN, p, TYPES, item_texts=texts).eval()  # as models/zoo.py builds it
+    return LMRecModel.from_params(n_items, MAX_LEN, p, TYPES, item_texts=texts).eval()  # as models/nets/zoo.py builds it
 
 
 def batch():

@@ -2,9 +2,9 @@ import numpy as np
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.markov import MarkovConfig, MarkovModel, PopularityRecModel
-from seqops.models.train import train_model
-from seqops.models.zoo import build_model
+from seqops.models.nets.markov import MarkovConfig, MarkovModel, PopularityRecModel
+from seqops.models.training.train import train_model
+from seqops.models.nets.zoo import build_model
 
 SEQS = [np.array([1, 2, 3]), np.array([1, 2, 4]), np.array([2, 3, 5])]
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from seqops.config import Paths
-from seqops.models.registry import Registry, RegistryError
+from seqops.models.release.registry import Registry, RegistryError
 from tests.models.registry_helpers import approve, fake_artifact, local, registry  # noqa: F401 - fixtures
 
 
@@ -148,7 +148,7 @@ def test_cli_lists_shows_promotes_with_force_and_prints_history(local, tmp_path)
 def test_register_replaces_a_partial_model_a_killed_writer_left_in_the_store(local, tmp_path):
     import bentoml
 
-    from seqops.models.registry import MODEL_NAME, content_hash
+    from seqops.models.release.registry import MODEL_NAME, content_hash
 
     source = fake_artifact(tmp_path, "full")
     tag = f"{MODEL_NAME}:v0001-{content_hash(source)[:6]}"

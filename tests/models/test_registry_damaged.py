@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from seqops.config import Paths, RegistryParams
-from seqops.models.registry import DamagedRegistryError, MissingModelError, Registry, RegistryError, content_hash
+from seqops.models.release.registry import DamagedRegistryError, MissingModelError, Registry, RegistryError, content_hash
 from tests.models.registry_helpers import approve, fake_artifact, local, registry  # noqa: F401 - fixtures
 
 V1 = "v0001-abcdef"

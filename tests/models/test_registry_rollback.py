@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from seqops.config import Paths
-from seqops.models.artifact import Artifact
+from seqops.models.training.artifact import Artifact
 from tests.models.registry_helpers import approve, drop, open_registry, settings_for, tiny_artifact
 
 N_ITEMS = 30
@@ -31,6 +31,6 @@ def test_rollback_restores_the_exact_previous_model(tmp_path, monkeypatch, backe
         assert registry.rollback(reason="second model misbehaves") == v1
         restored = Artifact.load(registry.model_dir(registry.champion()))
         np.testing.assert_array_equal(restored.scores(HISTORIES), expected)
-        assert restored.meta == {"seed": 1, "model_class": "seqops.models.sasrec:SASRecModel"}
+        assert restored.meta == {"seed": 1, "model_class": "seqops.models.nets.sasrec:SASRecModel"}
     finally:
         drop(registry)

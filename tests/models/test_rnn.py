@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.data import pad_left
-from seqops.models.rnn import GRU4RecConfig, GRU4RecModel, LSTMRecConfig, LSTMRecModel, RNNRecModel
+from seqops.models.training.data import pad_left
+from seqops.models.nets.rnn import GRU4RecConfig, GRU4RecModel, LSTMRecConfig, LSTMRecModel, RNNRecModel
 from tests.conftest import assert_same_scores
 
 N_ITEMS, MAX_LEN = 30, 8

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.data import pad_left
-from seqops.models.sasrec import SASRecConfig, SASRecModel
-from seqops.models.train import plot_history, score_fn_for, train_model
+from seqops.models.training.data import pad_left
+from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
+from seqops.models.training.train import plot_history, score_fn_for, train_model
 
 N_ITEMS, MAX_LEN = 30, 8
 

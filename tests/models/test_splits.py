@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from seqops.models.splits import BEFORE_TARGET, history_times, target_entities, temporal_entities
+from seqops.models.training.splits import BEFORE_TARGET, history_times, target_entities, temporal_entities
 
 
 def events_frame(users, items, ts, types=None) -> pd.DataFrame:

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from seqops.models.sasrec import SASRecConfig, SASRecModel
-from seqops.models.text import (embed_texts, init_item_embeddings, item_texts, load_tokenizer, render_history,
+from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
+from seqops.models.nets.text import (embed_texts, init_item_embeddings, item_texts, load_tokenizer, render_history,
                                 resolve_text_model, tokenize_fixed)
 
 

@@ -15,10 +15,10 @@ import torch
 from seqops.config import ModelParams, Paths, load_params
 from seqops.features import store as feature_store
 from seqops.features.sequences import user_feature_table
-from seqops.models.artifact import save_artifact
-from seqops.models.baselines import PopularityModel
-from seqops.models.registry import Registry
-from seqops.models.sasrec import SASRecModel
+from seqops.models.training.artifact import save_artifact
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.release.registry import Registry
+from seqops.models.nets.sasrec import SASRecModel
 
 from tests.conftest import make_project
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqops.models.sasrec import SASRecConfig, SASRecModel
+from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
 
 EVENT_TYPES = ["view", "cart", "purchase"]
 

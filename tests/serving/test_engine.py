@@ -9,7 +9,7 @@ import pytest
 
 from seqops.config import Paths
 from seqops.features import store as feature_store
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 from seqops.serving import engine as engine_module
 from seqops.serving.engine import Engine, RequestError, next_row, provisional_key, quantize
 from seqops.serving.schemas import Event, HistoryRequest, RecommendRequest

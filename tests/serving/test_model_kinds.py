@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from seqops.config import ModelParams, Paths, load_params
-from seqops.models.zoo import KINDS, build_model
+from seqops.models.nets.zoo import KINDS, build_model
 from seqops.serving import engine as engine_module
 from seqops.serving.engine import Engine
 from seqops.serving.schemas import HistoryRequest, RecommendRequest

@@ -24,7 +24,7 @@ import pytest
 from seqops.config import Paths
 from seqops.serving.launch import running_service
 from seqops.io import tool_env
-from seqops.models.registry import Registry
+from seqops.models.release.registry import Registry
 
 from tests.conftest import make_project
 

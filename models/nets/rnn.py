@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seqops.models.base import SeqRecConfig, SeqRecModel
+from seqops.models.nets.base import SeqRecConfig, SeqRecModel
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seqops.config import EvaluateParams
-from seqops.models.data import iter_batches
+from seqops.models.training.data import iter_batches
 
 ScoreFn = Callable[..., np.ndarray]  # (histories[, types]) -> [B, n_items + 1]
 

@@ -6,15 +6,15 @@ is what makes SASRec beat BERT4Rec), BCE with one negative (the original paper),
 softmax over `n_negatives` items.
 
 Inputs are LEFT-padded with 0, the newest item in the last column; the causal encoder is the
-Transformer stack shared with BERT4Rec (`models/transformer.py`).
+Transformer stack shared with BERT4Rec (`models/nets/transformer.py`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from seqops.models.base import SeqRecModel
-from seqops.models.transformer import TransformerConfig, TransformerEncoder
+from seqops.models.nets.base import SeqRecModel
+from seqops.models.nets.transformer import TransformerConfig, TransformerEncoder
 
 
 class SASRecConfig(TransformerConfig):

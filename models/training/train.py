@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from seqops.config import EvaluateParams, TrainParams
-from seqops.models.data import make_loader, pad_left, trim_left_padding
-from seqops.models.evaluate import ScoreFn, evaluate
+from seqops.models.training.data import make_loader, pad_left, trim_left_padding
+from seqops.models.training.evaluate import ScoreFn, evaluate
 
 log = logging.getLogger(__name__)
 

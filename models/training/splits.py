@@ -11,7 +11,7 @@ Each target gets an entity row (user, target time − 1 ms), so Feast returns th
 was just before the target happened — the target itself can never leak into its input. Beside
 the items, every set carries the event types (as ids for the next-action head) and, for the
 churn head, the gap from the last history event to the target; training sequences carry per-
-event churn flags (see `models/data.py`), computed from the event times.
+event churn flags (see `models/training/data.py`), computed from the event times.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 
 from seqops.config import EvaluateParams, Paths
 from seqops.features import store
-from seqops.models.data import churn_flags, type_ids
+from seqops.models.training.data import churn_flags, type_ids
 
 BEFORE_TARGET = pd.Timedelta(milliseconds=1)
 PROTOCOLS = {
@@ -33,7 +33,7 @@ PROTOCOLS = {
 
 
 def protocol_label(p: EvaluateParams) -> str:
-    from seqops.models.evaluate import ranking_label
+    from seqops.models.training.evaluate import ranking_label
 
     seen = "history items excluded from the ranking" if p.exclude_seen else "history items ranked too"
     return f"{PROTOCOLS[p.protocol].format(share=p.temporal_share)}, {ranking_label(p)}, {seen}"

@@ -6,7 +6,7 @@ A subclass builds its encoder in `__init__` (after `super().__init__`, before `p
 implements `encode(input_ids, type_ids) -> [B, L, hidden_size]`. Inputs are LEFT-padded with 0,
 the newest item in the last column; outputs at padding positions are never used as targets.
 
-Training rows (see `models/data.py`): `labels[b, t]` is the item after `input_ids[b, t]` (0 = no
+Training rows (see `models/training/data.py`): `labels[b, t]` is the item after `input_ids[b, t]` (0 = no
 target); `type_ids` the event type of each input (1 + index in `config.event_types`, 0 = padding);
 `action_labels[b, t]` the type of the next event (0 = none); `churn_labels[b, t]` 1.0 when the user
 went quiet for longer than the churn horizon after event t, 0.0 when not, -1 = unknown.

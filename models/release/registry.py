@@ -33,7 +33,7 @@ from seqops.config import ConfigError, Paths, RegistryParams, load_params
 from seqops.io import FILE_MODE
 from seqops.io import LEGACY_CRASH_ENV as CRASH_ENV
 from seqops.io import crash_point, now_iso, write_json_atomic
-from seqops.models.registry_schema import (
+from seqops.models.release.registry_schema import (
     AuditEntry,
     DamagedRegistryError,
     Pointer,
@@ -236,7 +236,7 @@ def registry_settings(paths: Paths) -> RegistryParams:
 
 def open_store(paths: Paths, settings: RegistryParams) -> Store:
     if settings.backend == "postgres":
-        from seqops.models.registry_sql import PostgresStore
+        from seqops.models.release.registry_sql import PostgresStore
 
         return PostgresStore(os.environ.get(DSN_ENV) or settings.postgres_dsn, settings.namespace)
     return LocalStore(paths.registry)

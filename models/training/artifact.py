@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seqops.models.baselines import PopularityModel
-from seqops.models.data import pad_left, trim_left_padding
-from seqops.models.zoo import class_path, model_class
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.training.data import pad_left, trim_left_padding
+from seqops.models.nets.zoo import class_path, model_class
 
 META_FILE = "seqops.json"
 POPULARITY_DIR = "popularity"

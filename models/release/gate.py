@@ -24,11 +24,11 @@ import pandas as pd
 
 from seqops.config import GateParams, Params, Paths
 from seqops.features.cleaning import DATA_ERRORS, DUPLICATES
-from seqops.models.artifact import Artifact
-from seqops.models.evaluate import head_metrics, metrics_from_ranks, target_ranks, top_items
+from seqops.models.training.artifact import Artifact
+from seqops.models.training.evaluate import head_metrics, metrics_from_ranks, target_ranks, top_items
 from seqops.io import now_iso, write_json_atomic
-from seqops.models.registry import Registry, version_number
-from seqops.models.splits import EvalSet, protocol_label
+from seqops.models.release.registry import Registry, version_number
+from seqops.models.training.splits import EvalSet, protocol_label
 
 # Per-user behaviour, all intensive (they do not grow with the length of a user's history), so the
 # champion's data and a later, longer history compare like with like.
@@ -399,7 +399,7 @@ def score_test_set(candidate: Artifact, champion: Artifact | None, test: EvalSet
 
 def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> dict:
     """Gate a registered candidate against the current champion; record and return the decision."""
-    from seqops.models.gate_report import write_decision_html
+    from seqops.models.release.gate_report import write_decision_html
 
     gp, out_dir = params.gate, paths.reports / "gate" / version
     horizon_s = params.model.churn_horizon_days * 86400

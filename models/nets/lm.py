@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PreTrainedConfig
 
-from seqops.models.base import SeqRecConfig, SeqRecModel, SeqRecOutput
-from seqops.models.text import (DEFAULT_TEXT_MODEL, init_item_embeddings, is_local, load_text_encoder, load_tokenizer,
+from seqops.models.nets.base import SeqRecConfig, SeqRecModel, SeqRecOutput
+from seqops.models.nets.text import (DEFAULT_TEXT_MODEL, init_item_embeddings, is_local, load_text_encoder, load_tokenizer,
                                 mean_pool, resolve_text_model, tokenize_fixed)
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seqops.models.base import SeqRecConfig, positions_from_right
+from seqops.models.nets.base import SeqRecConfig, positions_from_right
 
 
 class TransformerConfig(SeqRecConfig):

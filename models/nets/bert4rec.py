@@ -14,7 +14,7 @@ next-item loss of inference. The next_action / churn heads are trained at the ne
 rows where only it is masked (the state that predicts the next event); rows with random masks
 train the items alone, since their states see future events.
 
-The bidirectional encoder is the Transformer stack shared with SASRec (`models/transformer.py`):
+The bidirectional encoder is the Transformer stack shared with SASRec (`models/nets/transformer.py`):
 pre-LayerNorm blocks with a final LayerNorm (the paper's post-LN BERT blocks learnt markedly slower
 in the overfitting test).
 """
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from seqops.models.base import SeqRecModel, SeqRecOutput, sampled_item_loss
-from seqops.models.transformer import TransformerConfig, TransformerEncoder
+from seqops.models.nets.base import SeqRecModel, SeqRecOutput, sampled_item_loss
+from seqops.models.nets.transformer import TransformerConfig, TransformerEncoder
 
 
 class BERT4RecConfig(TransformerConfig):

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from seqops.models.base import SeqRecModel
+    from seqops.models.nets.base import SeqRecModel
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"

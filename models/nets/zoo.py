@@ -2,7 +2,7 @@
 
 Classes are imported lazily ("module:Class"), so serving a SASRec never imports the text encoder's
 code. An artifact records its class in seqops.json (`model_class`); anything importable with the
-model contract of `models/base.py` can be served (see serving/engine.py).
+model contract of `models/nets/base.py` can be served (see serving/engine.py).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from torch import nn
 from seqops.config import MODEL_KINDS, ModelParams
 
 KINDS = {
-    "sasrec": "seqops.models.sasrec:SASRecModel",
-    "bert4rec": "seqops.models.bert4rec:BERT4RecModel",
-    "gru4rec": "seqops.models.rnn:GRU4RecModel",
-    "lstm": "seqops.models.rnn:LSTMRecModel",
-    "lm": "seqops.models.lm:LMRecModel",
-    "markov": "seqops.models.markov:MarkovModel",
-    "popularity": "seqops.models.markov:PopularityRecModel",
+    "sasrec": "seqops.models.nets.sasrec:SASRecModel",
+    "bert4rec": "seqops.models.nets.bert4rec:BERT4RecModel",
+    "gru4rec": "seqops.models.nets.rnn:GRU4RecModel",
+    "lstm": "seqops.models.nets.rnn:LSTMRecModel",
+    "lm": "seqops.models.nets.lm:LMRecModel",
+    "markov": "seqops.models.nets.markov:MarkovModel",
+    "popularity": "seqops.models.nets.markov:PopularityRecModel",
 }
-assert tuple(KINDS) == MODEL_KINDS, "models/zoo.py KINDS and seqops/config.py ModelKind must list the same kinds"
+assert tuple(KINDS) == MODEL_KINDS, "models/nets/zoo.py KINDS and seqops/config.py ModelKind must list the same kinds"
 
 
 def model_class(spec: str) -> type:
@@ -45,7 +45,7 @@ def build_model(p: ModelParams, n_items: int, max_len: int, event_types: list[st
         return cls.from_params(n_items, max_len, p, event_types, item_texts=item_texts)
     model = cls.from_params(n_items, max_len, p, event_types)
     if p.item_text == "init" and hasattr(model, "item_emb"):
-        from seqops.models.text import embed_texts, init_item_embeddings
+        from seqops.models.nets.text import embed_texts, init_item_embeddings
 
         texts = item_texts or [""] + [f"item {i}" for i in range(1, n_items + 1)]
         init_item_embeddings(model, embed_texts(texts, p.text_model))

@@ -14,13 +14,13 @@ from torch import nn
 from seqops.config import Params, Paths
 from seqops.io import file_md5
 from seqops.features.sequences import user_summary
-from seqops.models.artifact import Artifact, save_artifact
-from seqops.models.baselines import PopularityModel
-from seqops.models.evaluate import evaluate, head_metrics
-from seqops.models.registry import Registry
-from seqops.models.splits import EvalSet, build_splits, protocol_label
-from seqops.models.train import is_fitted_by_counting, plot_history, train_model
-from seqops.models.zoo import build_model
+from seqops.models.training.artifact import Artifact, save_artifact
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.training.evaluate import evaluate, head_metrics
+from seqops.models.release.registry import Registry
+from seqops.models.training.splits import EvalSet, build_splits, protocol_label
+from seqops.models.training.train import is_fitted_by_counting, plot_history, train_model
+from seqops.models.nets.zoo import build_model
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def item_texts_for(params: Params, paths: Paths) -> list[str] | None:
     """Item texts when the model needs them (the lm, or item_text: init), from the item vocabulary."""
     if params.model.kind != "lm" and params.model.item_text != "init":
         return None
-    from seqops.models.text import item_texts
+    from seqops.models.nets.text import item_texts
 
     return item_texts(pd.read_parquet(paths.vocab / "items.parquet"))
 

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from seqops.models.registry import RegistryError, empty_pointer, version_number
-from seqops.models.registry_schema import AuditEntry, Pointer, VersionMeta, checked
+from seqops.models.release.registry import RegistryError, empty_pointer, version_number
+from seqops.models.release.registry_schema import AuditEntry, Pointer, VersionMeta, checked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seqops_registry_versions (
