@@ -83,8 +83,9 @@ class IngestParams(Section):
 
 class FeatureParams(Section):
     max_len: int = Field(50, gt=1, description="last-N items kept per user")
-    store_profile: Literal["local", "scale_out"] = Field(
-        "local", description="local: SQLite online + file registry; scale_out: Redis online + PostgreSQL registry")
+    store_profile: Literal["local", "scale_out", "spark"] = Field(
+        "local", description="local: SQLite online + file registry; scale_out: Redis online + PostgreSQL registry; "
+                             "spark: scale_out with Feast's Spark offline store (training frame, materialize reads)")
 
 
 ModelKind = Literal["sasrec", "bert4rec", "gru4rec", "lstm", "lm", "markov", "popularity"]
