@@ -1,6 +1,6 @@
 """How often is the gate wrong? Two measurements, printed as tables and written to bench/results/gate.json.
 
-1. The drift decision (`seqops.models.release.gate.behaviour_drift`, Evidently): K replicas of a champion
+1. The drift decision (`seqops.models.release.drift.behaviour_drift`, Evidently): K replicas of a champion
    batch and a next batch from the synthetic generator with no drift (a "drift" verdict there is a
    false alarm — a false block had drift been allowed to block) and K with drift of increasing
    size (a "drift" verdict is a detection). Each replica runs the real path: raw CSVs → ingest →
@@ -31,7 +31,8 @@ import pandas as pd
 from seqops.config import GateParams, Paths, SyntheticParams, load_params
 from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
-from seqops.models.release.gate import behaviour_drift, compare
+from seqops.models.release.drift import behaviour_drift
+from seqops.models.release.policy import compare
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "gate.json"

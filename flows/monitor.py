@@ -20,7 +20,7 @@ from seqops.config import load_params, project_paths
 from seqops.features.ingest import RAW_COLUMNS
 from seqops.features.sequences import canonical_from_raw
 from seqops.models.training.artifact import Artifact
-from seqops.models.release.gate import behaviour_drift
+from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
 
 

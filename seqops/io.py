@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CRASH_ENV = "SEQOPS_CRASH_AT"
-LEGACY_CRASH_ENV = "SEQOPS_REGISTRY_CRASH_AT"  # the registry's tests set this name
 FILE_MODE = 0o644  # state files: explicit, whatever the process umask (0000 would give 0666)
 SECRET_MODE = 0o600
 
@@ -33,9 +32,9 @@ def now_iso() -> str:
 
 
 def crash_point(step: str) -> None:
-    """Fault injection for the atomicity tests: SIGKILL this process when $SEQOPS_CRASH_AT (or the
-    registry's older variable) names `step` — no cleanup runs, exactly like a power cut or the OOM killer."""
-    if step in (os.environ.get(CRASH_ENV), os.environ.get(LEGACY_CRASH_ENV)):
+    """Fault injection for the atomicity tests: SIGKILL this process when $SEQOPS_CRASH_AT names
+    `step` — no cleanup runs, exactly like a power cut or the OOM killer."""
+    if os.environ.get(CRASH_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

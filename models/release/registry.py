@@ -31,7 +31,6 @@ from filelock import FileLock
 
 from seqops.config import ConfigError, Paths, RegistryParams, load_params
 from seqops.io import FILE_MODE
-from seqops.io import LEGACY_CRASH_ENV as CRASH_ENV
 from seqops.io import crash_point, now_iso, write_json_atomic
 from seqops.models.release.registry_schema import (
     AuditEntry,

@@ -21,7 +21,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from seqops.config import EvaluateParams
-from seqops.models.training.data import iter_batches
 
 ScoreFn = Callable[..., np.ndarray]  # (histories[, types]) -> [B, n_items + 1]
 
@@ -92,19 +91,25 @@ def top_items(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None =
     return np.take_along_axis(top, order, axis=1)
 
 
-def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
-    """HR@k, NDCG@k (one relevant item: 1 / log2(rank + 1) inside the top k), MRR and n_users."""
+def per_user(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each user's contribution to `metric` ("ndcg@10", "hr@10", "mrr") from the 1-based rank of
+    their one relevant item: the metric is its mean. NDCG@k = 1 / log2(rank + 1) inside the top k."""
     ranks = np.asarray(ranks, dtype=np.float64)
+    name, _, k = metric.partition("@")
+    if name == "mrr":
+        return 1.0 / ranks
+    if name not in ("hr", "ndcg") or not k.isdigit():
+        raise ValueError(f"unknown metric {metric!r} (use ndcg@K, hr@K or mrr)")
+    hit = ranks <= int(k)
+    return hit.astype(np.float64) if name == "hr" else np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
+    """HR@k, NDCG@k, MRR (the means of `per_user`) and n_users."""
     if len(ranks) == 0:  # no users: all metrics 0, n_users tells the caller
         return {**{f"{m}@{k}": 0.0 for k in ks for m in ("hr", "ndcg")}, "mrr": 0.0, "n_users": 0}
-    metrics: dict[str, float] = {}
-    for k in ks:
-        hit = ranks <= k
-        metrics[f"hr@{k}"] = float(hit.mean())
-        metrics[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0).mean())
-    metrics["mrr"] = float((1.0 / ranks).mean())
-    metrics["n_users"] = len(ranks)
-    return metrics
+    metrics = {f"{m}@{k}": float(per_user(ranks, f"{m}@{k}").mean()) for k in ks for m in ("hr", "ndcg")}
+    return {**metrics, "mrr": float(per_user(ranks, "mrr").mean()), "n_users": len(ranks)}
 
 
 def rank_metrics(

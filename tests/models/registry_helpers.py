@@ -18,7 +18,8 @@ from seqops.config import ModelParams, Paths, RegistryParams
 from seqops.models.training.artifact import save_artifact
 from seqops.models.nets.baselines import PopularityModel
 from seqops.models.nets.sasrec import SASRecModel
-from seqops.models.release.registry import CRASH_ENV, Registry
+from seqops.io import CRASH_ENV
+from seqops.models.release.registry import Registry
 
 DSN = os.environ.get("SEQOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 

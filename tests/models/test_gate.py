@@ -9,10 +9,11 @@ from seqops.config import GateParams, IngestParams, Paths, SyntheticParams
 from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
 from seqops.models.training.evaluate import metrics_from_ranks, top_items as top_k
-from seqops.models.release.gate import (
-    DRIFT_COLUMNS, Check, behaviour_drift, bootstrap_means, compare, decide, drift_columns, evidently_reports,
-    per_user, performance_check, prediction_drift, split_at, window_behaviour,
+from seqops.models.release.drift import (
+    DRIFT_COLUMNS, behaviour_drift, drift_columns, evidently_reports, prediction_drift, split_at, window_behaviour,
 )
+from seqops.models.release.policy import Check, bootstrap_means, compare, decide, performance_check
+from seqops.models.training.evaluate import per_user
 
 GP = GateParams(min_uplift_vs_baseline=0.05, max_regression=0.01, bootstrap_samples=500)
 

@@ -8,7 +8,7 @@ import pytest
 from seqops.config import GateParams, IngestParams, Paths
 from seqops.features.ingest import ingest, write_outputs
 from seqops.features.lineage import read_manifest
-from seqops.models.release.gate import _ingest_quality, _quarantine_check
+from seqops.models.release.policy import ingest_quality, quarantine_check
 from seqops.models.release.registry import Registry
 
 GP = GateParams()
@@ -41,8 +41,8 @@ def paths(tmp_path, monkeypatch):
 
 
 def judged(paths: Paths, version: str):
-    quality = _ingest_quality(paths, Registry(paths), version)
-    return quality, _quarantine_check(quality, GP)
+    quality = ingest_quality(paths, Registry(paths), version)
+    return quality, quarantine_check(quality, GP)
 
 
 def test_repeated_events_count_apart_and_never_block(paths):
