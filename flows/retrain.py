@@ -19,6 +19,7 @@ from seqops.features.synthetic import write_batch
 from seqops.io import tool_env
 from seqops.models.release.gate import run_gate
 from seqops.models.release.registry import Registry
+from seqops.serving.logs import adopt_orphans
 
 
 def run_tool(args: list[str], paths: Paths) -> None:
@@ -51,8 +52,10 @@ def land_batch(params: Params, paths: Paths, batch: int | None, drift: float | N
 
 @task
 def collect_landing(paths: Paths) -> list[str]:
-    """Move landed files into the DVC-tracked raw folder; returns their names."""
+    """Move landed files into the DVC-tracked raw folder; returns their names. Part files the
+    service's dead workers left (events they acknowledged) are adopted first; a live worker's are not."""
     paths.raw.mkdir(parents=True, exist_ok=True)
+    adopt_orphans(paths.landing)
     moved = []
     # every complete file, whatever its format (a file still being written is hidden: .name.part)
     for file in sorted(f for f in paths.landing.glob("*") if f.is_file() and not f.name.startswith(".")):

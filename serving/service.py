@@ -15,6 +15,10 @@ thread while the old one answers); each answer names the model version that prod
 
 Request path: validation (pydantic, in BentoML) on the event loop → the micro-batcher → the engine's
 single worker thread (one Feast read and one forward pass per batch) → JSON. See serving/engine.py.
+
+Nothing acknowledged is lost to a dying worker: the request log line and the landed events are
+written before the answer, and every worker start adopts the landing part files of dead workers
+(serving/logs.py).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from seqops.config import Params, ServingParams, load_params, project_paths
 from seqops.models.release.registry import use_bentoml_home
 from seqops.serving.batcher import MicroBatcher
 from seqops.serving.engine import Engine, RequestError, engine_executor
-from seqops.serving.logs import EventLanding, Housekeeper, RequestLog
+from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
 from seqops.serving.schemas import (
     ChurnResponse,
     EventsRequest,
@@ -109,6 +113,7 @@ class Recommender:
         self.batcher = MicroBatcher(self._score_batch, self.executor,
                                     max_batch_size=PARAMS.serving.max_batch_size, max_wait_ms=PARAMS.serving.max_wait_ms)
         self.request_log = RequestLog(PATHS.logs / "requests", enabled=PARAMS.serving.request_log)
+        adopt_orphans(PATHS.landing)  # events acknowledged by workers that died before closing their file
         self.landing = EventLanding(PATHS.landing)
         self.housekeeper = Housekeeper(self.request_log, self.landing).start()
         # Everything loaded so far (torch, transformers, Feast, BentoML: millions of objects) is
@@ -137,6 +142,7 @@ class Recommender:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _log(self, endpoint: str, started: float, body: dict, user: str | None, status: int = 200) -> None:
+        """One request-log line per answer, written before the answer leaves."""
         self.request_log.add({
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "endpoint": endpoint,

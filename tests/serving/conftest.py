@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from seqops.config import ModelParams, Paths, load_params
+from seqops.config import IngestParams, ModelParams, Paths, load_params
 from seqops.features import store as feature_store
+from seqops.features.ingest import ingest
 from seqops.features.sequences import user_feature_table
 from seqops.models.training.artifact import save_artifact
 from seqops.models.nets.baselines import PopularityModel
@@ -98,3 +99,13 @@ def served_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def params(served_project):
     return load_params(served_project / "params.yaml")
+
+
+def ingested_rows(raw: Path, paths: Paths, params: IngestParams | None = None) -> pd.DataFrame:
+    """Every row the real ingest reads from `raw` — kept or quarantined — as raw (user_id, item_id)
+    text: what the next retrain sees of the landed files."""
+    result = ingest(raw, params or IngestParams(), paths)
+    users = dict(zip(result.users["user_id"], result.users["raw_id"].astype(str)))
+    items = dict(zip(result.items["item_id"], result.items["raw_id"].astype(str)))
+    kept = pd.DataFrame({"user_id": result.events["user_id"].map(users), "item_id": result.events["item_id"].map(items)})
+    return pd.concat([kept, result.quarantine[["user_id", "item_id"]].astype(str)], ignore_index=True)
