@@ -22,6 +22,7 @@ from seqops.features.sequences import canonical_from_raw
 from seqops.models.training.artifact import Artifact
 from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
+from seqops.serving.logs import adopt_orphans
 
 
 def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -40,6 +41,15 @@ def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.Data
     frame = pd.DataFrame(rows, columns=["time", "user_id", "items", "fallback"])
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     return frame if since is None else frame[frame["time"] >= since]
+
+
+def landed_events(landing: Path) -> tuple[list[Path], pd.DataFrame]:
+    """The complete landed files and their raw rows — with the part files of dead service workers
+    adopted first: the events they acknowledged are fresh events too."""
+    adopt_orphans(landing)
+    files = sorted(landing.glob("*.csv"))
+    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True) if files else pd.DataFrame(columns=RAW_COLUMNS)
+    return files, raw
 
 
 def serving_quality(requests: pd.DataFrame, fresh_raw: pd.DataFrame) -> dict:
@@ -117,8 +127,7 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
     if champion is None:
         logger.info("nothing to monitor: no champion yet")
         return {"status": "idle"}
-    files = sorted(paths.landing.glob("*.csv"))
-    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True) if files else pd.DataFrame(columns=RAW_COLUMNS)
+    files, raw = landed_events(paths.landing)
     quality = serving_quality(read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw)
     quality_drop = quality["answers"] >= params.flows.monitor_min_requests and quality["fallback_share"] > params.flows.max_fallback_share
     drift = behaviour_drift_of(paths, params, champion, raw) if files else None

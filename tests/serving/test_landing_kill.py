@@ -17,6 +17,7 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from seqops.config import Paths
+from seqops.flows.monitor import landed_events
 from seqops.flows.retrain import collect_landing
 from seqops.serving.launch import Service
 
@@ -37,6 +38,13 @@ def test_collect_landing_adopts_a_dead_workers_part_file(tmp_path):
     orphan.write_text("user_id,item_id,category,event_type,timestamp\nu1,i1,c1,view,1767225600.000\n")
     assert collect(paths) == ["serving-20260101T000000000000-4242.csv"]
     assert (paths.raw / "serving-20260101T000000000000-4242.csv").exists() and not orphan.exists()
+
+
+def test_the_monitor_counts_a_dead_workers_events(tmp_path):
+    orphan = tmp_path / ".serving-20260101T000000000000-4242.csv.part"
+    orphan.write_text("user_id,item_id,category,event_type,timestamp\nu1,i1,c1,view,1767225600.000\n")
+    files, raw = landed_events(tmp_path)
+    assert [f.name for f in files] == ["serving-20260101T000000000000-4242.csv"] and raw["user_id"].tolist() == ["u1"]
 
 
 def worker_pids(landing: Path) -> set[int]:
