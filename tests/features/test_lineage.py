@@ -15,7 +15,7 @@ from seqops.features.ingest import ingest, write_outputs
 from seqops.io import file_md5
 from seqops.features.lineage import data_report, lineage, read_manifest, render_lineage, write_manifest
 from seqops.features.synthetic import write_batch
-from seqops.flows.cli import app
+from seqops.cli import app
 
 from tests.conftest import make_project
 

@@ -167,7 +167,7 @@ def cli_project(tmp_path):
 
 @pytest.mark.parametrize("case", ["movielens-1m", "retailrocket", "taobao", "sasrec", "csv"])
 def test_cli_ingest_format_and_path(case, cli_project):
-    from seqops.flows.cli import app
+    from seqops.cli import app
 
     fmt, fixture, _, kept = CASES[case]
     done = CliRunner().invoke(app, ["ingest", "--format", fmt, "--path", str(FIXTURES / fixture),
@@ -181,7 +181,7 @@ def test_cli_ingest_format_and_path(case, cli_project):
 
 
 def test_cli_ingest_names_the_problem_without_a_traceback(cli_project):
-    from seqops.flows.cli import app
+    from seqops.cli import app
 
     done = CliRunner().invoke(app, ["ingest", "--format", "taobao", "--path", str(FIXTURES / "sasrec"),
                                     "--project", str(cli_project)])

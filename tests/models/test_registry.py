@@ -128,7 +128,7 @@ def test_cli_lists_shows_promotes_with_force_and_prints_history(local, tmp_path)
                                                         "eval_metrics": {"model": {"ndcg@10": 0.25}}})
     approve(local, v1, "reject")
     (tmp_path / "params.yaml").write_text("{}\n")  # all defaults: the local backend
-    seqops = [sys.executable, "-m", "seqops.flows.cli"]
+    seqops = [sys.executable, "-m", "seqops"]
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*seqops, *args, "--project", str(tmp_path)], capture_output=True, text=True,

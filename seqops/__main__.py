@@ -1,0 +1,5 @@
+"""`python -m seqops …` runs the `seqops` CLI."""
+
+from seqops.cli import main
+
+main()
