@@ -190,7 +190,7 @@ def model_only(project: Path, repeats: int = 200) -> dict:
     from seqops.models.training.evaluate import rank_metrics
     from seqops.models.release.registry import Registry
     from seqops.models.training.splits import EvalSet
-    from seqops.serving.engine import Champion
+    from seqops.serving.champion import Champion
 
     params = load_params(project / "params.yaml")
     torch.set_num_threads(params.serving.torch_threads)

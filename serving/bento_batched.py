@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from seqops.models.release.registry import Registry
-from seqops.serving.engine import Champion, Engine, RequestError
+from seqops.serving.champion import Champion
+from seqops.serving.engine import Engine, RequestError
 from seqops.serving.schemas import RecommendRequest, RecommendResponse
 from seqops.serving.service import PARAMS, PATHS, error_response, json_response
 

@@ -8,16 +8,9 @@ serialised and a user's read-modify-write in `push_events` cannot interleave wit
 of the same process (several worker processes can race on the same user: last push wins). Only a
 new champion is loaded on a side thread, and swapped in with one reference assignment.
 
-Heads. Today's SASRec only scores the next item. A model can declare more heads through its
-config (`config.heads`, or `heads` in seqops.json) or simply by having the methods below; the
-service finds them generically, so a multi-task champion is served without code changes (an
-artifact whose class is not SASRec names it in seqops.json: `"model_class": "module:Class"`):
-
-  next_item    next_item_scores(input_ids) -> [B, n_items + 1]
-  next_action  next_action_scores(input_ids, type_ids) -> [B, len(config.event_types)] logits
-  churn        churn_scores(input_ids, type_ids) -> [B] logits
-
-`input_ids`/`type_ids` are left-padded [B, L] (type ids: 1 + index in config.event_types, 0 = pad).
+The model itself is a `Champion` (serving/champion.py): the training artifact plus what answers
+need (raw item ids, category masks, the popularity fallback); scoring goes through the artifact,
+the one path training, evaluation, the gate and the service share.
 
 A registry that cannot name a loadable champion (a damaged pointer, one naming a version whose
 files are gone, an unreachable registry) never stops the process: at start the engine is simply
@@ -29,7 +22,6 @@ once per change of the pointer, not once per poll, and a repaired pointer is pic
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -42,21 +34,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from seqops.config import Params, Paths
 from seqops.features import store as feature_store
-from seqops.models.nets.base import SeqRecModel
-from seqops.models.nets.baselines import PopularityModel
 from seqops.models.training.evaluate import model_metrics
 from seqops.models.release.registry import Registry, RegistryError
-from seqops.models.nets.zoo import model_class
+from seqops.serving.champion import Champion
 from seqops.serving.package import PINNED_ENV, SNAPSHOT_DIR
 from seqops.serving.ranking import recommend_items
 
 log = logging.getLogger("seqops.serving")
 
-HEAD_METHODS = {"next_item": "next_item_scores", "next_action": "next_action_scores", "churn": "churn_scores"}
 CHAMPION_CHECK_S = 0.25  # how often the registry's champion pointer is re-read (any backend)
 VOCAB_CHECK_S = 1.0  # how often the vocabulary files are stat-ed for a new ingest
 STORE_RETRY_S = 5.0  # how often a feature store that could not be opened is tried again
@@ -82,122 +70,6 @@ def provisional_key(raw_user: str) -> int:
     out 1, 2, ...), stable across processes and restarts."""
     digest = hashlib.blake2b(raw_user.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return -(int.from_bytes(digest, "big") >> 1) - 1
-
-
-def quantize(model: nn.Module) -> nn.Module:
-    """int8 dynamic quantisation of the Linear layers (weights int8, activations quantised per call)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-        quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    for module in quantized.modules():
-        if isinstance(module, nn.TransformerEncoderLayer):
-            # the fused fast path reads `linear1.weight` as a tensor; quantised layers expose a method
-            module.activation_relu_or_gelu = 0
-    return quantized
-
-
-def detect_heads(model: nn.Module, meta: dict) -> tuple[str, ...]:
-    declared = getattr(model.config, "heads", None) or meta.get("heads")
-    if not declared and isinstance(model, SeqRecModel):
-        declared = model.heads  # the base class has every head method; its config says which are trained
-    if declared:
-        return tuple(h for h in declared if callable(getattr(model, HEAD_METHODS.get(h, ""), None)))
-    return tuple(h for h, method in HEAD_METHODS.items() if callable(getattr(model, method, None)))
-
-
-@dataclass
-class Champion:
-    """One loaded model version and everything needed to answer with it; swapped whole."""
-
-    version: str
-    model: nn.Module
-    max_len: int
-    n_items: int
-    popularity: np.ndarray  # [n_items + 1] float32, padding column -inf
-    raw_items: np.ndarray  # dense id -> raw id (object array), index 0 unused
-    category_masks: dict[str, np.ndarray]  # category -> bool [n_items + 1]
-    heads: tuple[str, ...]
-    event_types: tuple[str, ...]
-    meta: dict
-    quantized: bool
-    loaded_at: float = field(default_factory=time.time)
-
-    @classmethod
-    def load(cls, registry: Registry, version: str, *, quantized: bool) -> "Champion":
-        return cls.from_dir(registry.model_dir(version), version, quantized=quantized)
-
-    @classmethod
-    def from_dir(cls, path: Path, version: str, *, quantized: bool) -> "Champion":
-        meta = json.loads((path / "seqops.json").read_text())
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the server log per promote
-        model = model_class(meta.get("model_class")).from_pretrained(path)
-        model.eval()
-        if quantized:
-            model = quantize(model)
-        n_items = model.config.n_items
-        popularity = PopularityModel.load(path / "popularity").counts.astype(np.float32)
-        popularity = np.pad(popularity, (0, max(0, n_items + 1 - len(popularity))))[: n_items + 1]
-        popularity[0] = -np.inf
-        items = pd.read_parquet(path / "items.parquet")
-        items = items[(items["item_id"] >= 1) & (items["item_id"] <= n_items)]
-        raw_items = np.empty(n_items + 1, dtype=object)
-        raw_items[:] = [str(i) for i in range(n_items + 1)]
-        raw_items[items["item_id"].to_numpy()] = items["raw_id"].astype(str).to_numpy()
-        masks = {}
-        if "category" in items:
-            for category, group in items.groupby(items["category"].astype(str)):
-                mask = np.zeros(n_items + 1, dtype=bool)
-                mask[group["item_id"].to_numpy()] = True
-                masks[category] = mask
-        event_types = tuple(getattr(model.config, "event_types", None) or meta.get("event_types") or ())
-        return cls(version, model, model.config.max_len, n_items, popularity, raw_items, masks,
-                   detect_heads(model, meta), event_types, meta, quantized)
-
-    @torch.inference_mode()
-    def next_item_scores(self, histories: list[np.ndarray], types: list[list[str]] | None = None) -> np.ndarray:
-        """[B, n_items + 1] float32 for dense-id histories (unknown ids dropped, newest last); a
-        model that embeds event types gets them too (missing types count as unknown)."""
-        known = [(h > 0) & (h <= self.n_items) for h in histories]
-        input_ids = torch.from_numpy(self._pad([h[k] for h, k in zip(histories, known)]))
-        if not self.event_types:
-            return self.model.next_item_scores(input_ids).numpy()
-        types = types or [[] for _ in histories]
-        type_ids = [ids[k] if len(ids) == len(k) else np.zeros(int(k.sum()), np.int64)  # misaligned: unknown types
-                    for ids, k in zip(self._type_ids(types), known)]
-        return self.model.next_item_scores(input_ids, torch.from_numpy(self._pad_like(type_ids, input_ids.shape[1]))).numpy()
-
-    @torch.inference_mode()
-    def head(self, name: str, histories: list[np.ndarray], types: list[list[str]]) -> np.ndarray:
-        input_ids = self._pad([np.clip(h, 0, self.n_items) for h in histories])
-        type_ids = self._pad_like(self._type_ids(types), input_ids.shape[1])
-        out = getattr(self.model, HEAD_METHODS[name])(torch.from_numpy(input_ids), torch.from_numpy(type_ids))
-        return out.float().numpy()
-
-    def _type_ids(self, types: list[list[str]]) -> list[np.ndarray]:
-        index = {t: i + 1 for i, t in enumerate(self.event_types)}
-        return [np.asarray([index.get(t, 0) for t in ts], dtype=np.int64) for ts in types]
-
-    def _pad_like(self, seqs: list[np.ndarray], width: int) -> np.ndarray:
-        """Left-pad to exactly `width` columns (the width of the matching input_ids)."""
-        out = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, seq in zip(out, seqs):
-            tail = seq[-width:]
-            if len(tail):
-                row[width - len(tail):] = tail
-        return out
-
-    def _pad(self, seqs: list[np.ndarray]) -> np.ndarray:
-        seqs = [s[-self.max_len:] for s in seqs]
-        width = max(1, max((len(s) for s in seqs), default=1))  # positions count from the right
-        out = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, seq in zip(out, seqs):
-            if len(seq):
-                row[width - len(seq):] = seq
-        return out
 
 
 @dataclass
@@ -632,4 +504,4 @@ def next_row(current: dict | None, events: list[tuple[int, str, float]], max_len
     }
 
 
-__all__ = ["Champion", "Engine", "Query", "RequestError", "next_row", "provisional_key", "quantize"]
+__all__ = ["Engine", "Query", "RequestError", "next_row", "provisional_key"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seqops.config import Paths
-from seqops.serving.engine import Champion
+from seqops.serving.champion import Champion
 from tests.models.registry_helpers import approve, child, drop, fake_artifact, open_registry, settings_for, tiny_artifact
 
 BACKENDS = ["local", "postgres"]

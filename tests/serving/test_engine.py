@@ -1,6 +1,7 @@
 """The engine on a real (small) project: Feast online reads and pushes, the real registry, a tiny
 SASRec. No HTTP here (tests/serving/test_service_e2e.py drives the real server)."""
 
+import dataclasses
 import time
 
 import numpy as np
@@ -11,7 +12,8 @@ from seqops.config import Paths
 from seqops.features import store as feature_store
 from seqops.models.release.registry import Registry
 from seqops.serving import engine as engine_module
-from seqops.serving.engine import Engine, RequestError, next_row, provisional_key, quantize
+from seqops.serving.champion import Champion, quantize
+from seqops.serving.engine import Engine, RequestError, next_row, provisional_key
 from seqops.serving.schemas import Event, HistoryRequest, RecommendRequest
 
 from tests.serving import heads_model
@@ -153,10 +155,23 @@ def test_heads_are_found_generically(served_project, params, monkeypatch):
     assert 0 <= churn["churn_probability"] <= 1 and churn["model_version"] == version
 
 
+def test_an_item_newer_than_the_champion_scores_as_if_absent_on_every_head(served_project):
+    paths = Paths(served_project)
+    events = pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1)})
+    version = register_model(paths, 3, events, model=heads_model.make(N_ITEMS, MAX_LEN), promote=False)
+    champion = Champion.load(Registry(paths), version, quantized=False)
+    newer = [np.array([1, 2, N_ITEMS + 3, 4])], [["view", "cart", "purchase", "view"]]
+    absent = [np.array([1, 2, 4])], [["view", "cart", "view"]]
+    np.testing.assert_allclose(champion.next_item_scores(*newer), champion.next_item_scores(*absent), rtol=1e-5, atol=1e-6)
+    for head in ("next_action", "churn"):
+        np.testing.assert_allclose(champion.head(head, *newer), champion.head(head, *absent), rtol=1e-5, atol=1e-6)
+
+
 def test_quantised_model_scores_close_to_fp32(engine):
     champion = engine.current()
     fp32 = champion.next_item_scores([np.array([1, 2, 3]), np.array([4])])
-    champion_q = type(champion)(**{**champion.__dict__, "model": quantize(champion.model), "quantized": True})
+    champion_q = dataclasses.replace(champion, artifact=dataclasses.replace(champion.artifact, model=quantize(champion.model)),
+                                     quantized=True)
     int8 = champion_q.next_item_scores([np.array([1, 2, 3]), np.array([4])])
     assert int8.shape == fp32.shape
     np.testing.assert_allclose(int8[:, 1:], fp32[:, 1:], atol=0.2)
