@@ -45,6 +45,7 @@ __all__ = ["EVENT_COLUMNS", "QUARANTINE_COLUMNS", "RAW_COLUMNS", "REASONS", "Ing
 
 RAW_COLUMNS = SYNTHETIC_COLUMNS  # the synthetic layout (what `seqops generate` writes)
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "event_type", "value", "category", "session_id"]
+TEXT_EVENT_COLUMNS = ["event_type", "category"]  # dictionary-encoded
 
 EVENTS_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("ts", pa.timestamp("us", "UTC")),
                            ("event_type", pa.string()), ("value", pa.float64()), ("category", pa.string()),
@@ -88,7 +89,9 @@ def write_outputs(result: IngestResult, paths: Paths) -> dict:
         manifest_tmp = staged(lineage.manifest_path(paths))
         events = staged(paths.events)
         # dictionary-encoded types stay in the file, not in its schema: readers get plain strings
-        pq.write_table(result.events_table, events, store_schema=False, use_dictionary=["event_type", "category"],
+        # no min/max statistics for the text columns: arrow computes them from every row's value
+        pq.write_table(result.events_table, events, store_schema=False, use_dictionary=TEXT_EVENT_COLUMNS,
+                       write_statistics=[c for c in EVENT_COLUMNS if c not in TEXT_EVENT_COLUMNS],
                        column_encoding={c: "DELTA_BINARY_PACKED" for c in ("user_id", "ts", "session_id")})
         pq.write_table(result.quarantine_table, staged(paths.quarantine))
         pq.write_table(result.users_table, staged(paths.vocab / "users.parquet"))
@@ -159,8 +162,8 @@ def _build(r: Reader, the_plan: Plan, p: IngestParams, known: Known) -> IngestRe
 
 def _park_invalid(rows: Rows) -> int:
     """Give rows that failed a row check a spare user and item code (one past the last) and a
-    harmless time, so the global steps run on whole arrays and those rows sort last; returns the
-    number of valid rows. (Their raw text is already kept for the quarantine.)"""
+    harmless time, so the vocabulary and category steps run on whole arrays; returns the number of
+    valid rows. (Their raw text is already kept for the quarantine.)"""
     invalid = rows.reason != 0
     n_valid = len(invalid) - int(invalid.sum())
     if n_valid < len(invalid):
@@ -184,13 +187,22 @@ class Kept:
 
 def _clean(rows: Rows, n_valid: int, uid_of: np.ndarray, iid_of: np.ndarray, p: IngestParams) -> Kept:
     """Duplicates, rating threshold and k-core on the valid rows; their reasons land in `rows.reason`."""
-    at = cleaning.user_time_order(uid_of[rows.user], rows.ts)[:n_valid]  # parked rows sort last
-    user, item, ts, event = uid_of[rows.user[at]], iid_of[rows.item[at]], rows.ts[at], rows.event[at]
+    # only the valid rows are ordered: a parked row inside a user's run would split the run
+    valid = np.flatnonzero(rows.reason == 0) if n_valid < len(rows.reason) else None
+    valid_user = uid_of[rows.user if valid is None else rows.user[valid]]
+    valid_ts = rows.ts if valid is None else rows.ts[valid]
+    order = cleaning.user_time_order(valid_user, valid_ts)
+    at = order if valid is None else valid[order]
+    user, ts, item, event = valid_user[order], valid_ts[order], iid_of[rows.item[at]], rows.event[at]
     reason = cleaning.duplicates(user, item, event, ts, int(p.duplicate_window_s * 1e6))
     if rows.value is not None and p.rating_threshold is not None and p.below_threshold == "quarantine":
         reason[(reason == 0) & (rows.value[at] < p.rating_threshold)] = code("below_rating_threshold")
-    alive = np.flatnonzero(reason == 0)
-    reason[alive] = cleaning.kcore(user[alive], item[alive], p.min_user_events, p.min_item_events, p.kcore_iterative)
+    if (reason == 0).all():
+        reason = cleaning.kcore(user, item, p.min_user_events, p.min_item_events, p.kcore_iterative)
+    else:
+        alive = np.flatnonzero(reason == 0)
+        reason[alive] = cleaning.kcore(user[alive], item[alive], p.min_user_events, p.min_item_events,
+                                       p.kcore_iterative)
     rows.reason[at] = reason
     keep = reason == 0
     if keep.all():

@@ -29,6 +29,7 @@ META_COLUMNS = ["raw_id", "category", "title"]
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
                  "War", "Western"]
+CSV_BLOCK_MB = 4  # larger CSV blocks parse slower (they leave the CPU cache): ingest.block_mb only lowers it
 TAOBAO_EVENTS = {"pv": "view", "buy": "purchase", "cart": "cart", "fav": "fav"}
 RETAILROCKET_EVENTS = {"view": "view", "addtocart": "cart", "transaction": "purchase"}
 
@@ -315,7 +316,8 @@ def _batches(source: Source, names: list[str], types: dict[str, pa.DataType], ma
         source.path,
         # single-threaded: invalid rows then carry their physical line number
         read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=0 if layout.fields else 1,
-                                       block_size=max(int(block_mb * (1 << 20)), 1 << 10), encoding=layout.encoding),
+                                       block_size=max(int(min(block_mb, CSV_BLOCK_MB) * (1 << 20)), 1 << 10),
+                                       encoding=layout.encoding),
         parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=malformed,
                                          ignore_empty_lines=False),
         # an empty field is null (a missing id, time, value), nothing else is: "NA" or "null" stay text
