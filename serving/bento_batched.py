@@ -14,6 +14,7 @@ import gc
 import bentoml
 import numpy as np
 import torch
+from starlette.responses import JSONResponse
 
 from seqops.models.release.registry import Registry
 from seqops.serving.champion import Champion
@@ -51,6 +52,8 @@ class RecommenderSplit:
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+        if request.refusal:  # a body that failed validation (serving/schemas.py)
+            return JSONResponse(request.refusal.body, status_code=request.refusal.status)
         prepared = self.engine.prepare([request])  # on the event loop, as in service.Recommender
         if isinstance(prepared, RequestError):
             return error_response(prepared)

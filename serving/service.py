@@ -6,7 +6,7 @@ in through `/events`. `bentoml serve seqops.serving.service:Recommender`.
     POST /next_action   P(next event type)   — 404 unless the champion has a next_action head
     POST /churn         P(churn)             — 404 unless the champion has a churn head
     POST /events        fresh events → the user's online feature row (Feast push) + the landing log
-    GET  /metadata      champion version, data version, metrics (POST kept for old clients)
+    GET  /metadata      champion version, data version, metrics (POST kept for old clients, documented deprecated)
     GET  /healthz /livez /readyz /metrics   BentoML's; /readyz is 200 once model and feature store are loaded
 
 The project folder comes from $SEQOPS_PROJECT (default: the working directory). A promote is picked
@@ -15,6 +15,12 @@ thread while the old one answers); each answer names the model version that prod
 
 Request path: validation (pydantic, in BentoML) on the event loop → the micro-batcher → the engine's
 single worker thread (one Feast read and one forward pass per batch) → JSON. See serving/engine.py.
+
+Errors: 400 = the body breaks the published schema, 422 = it matches but cannot be processed (an
+unknown item or category, lists of different lengths, a future timestamp), 404 = no such head or
+history, 503 = no champion or no feature store; the body is always `{"error", "detail": [...]}`
+(serving/schemas.py). A client error is one INFO line in the server log (no traceback: a client
+cannot flood it) and a line with its status in the request log.
 
 Nothing acknowledged is lost to a dying worker: the request log line and the landed events are
 written before the answer, and every worker start adopts the landing part files of dead workers
@@ -39,6 +45,7 @@ from seqops.config import Params, ServingParams, load_params, project_paths
 from seqops.models.release.registry import use_bentoml_home
 from seqops.serving.batcher import MicroBatcher
 from seqops.serving.engine import Engine, RequestError, engine_executor
+from seqops.serving.edge import Edge
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
 from seqops.serving.schemas import (
     ChurnResponse,
@@ -52,7 +59,11 @@ from seqops.serving.schemas import (
 )
 
 log = logging.getLogger("seqops.serving")
+# BentoML's server logging keeps the root logger at WARNING; the service's own INFO lines (which
+# champion answers, one line per client error) belong in the server log too.
+log.setLevel(logging.INFO)
 OVERRIDES_ENV = "SEQOPS_SERVING_OVERRIDES"
+LOGGED_MESSAGE_CHARS = 300  # a client chooses the text of its errors (field names): the log gets a bounded, quoted excerpt
 
 
 def serving_params(params: Params) -> Params:
@@ -85,8 +96,20 @@ class ChurnRequest(HistoryRequest):
     pass
 
 
+def wire_status(exc: RequestError) -> int:
+    """The engine answers 400 to a schema-valid body it cannot process (an unknown item or category);
+    on the wire that is 422, so that a 400 always means "breaks the published schema"."""
+    return 422 if exc.status == 400 else exc.status
+
+
 def error_response(exc: RequestError) -> Response:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=wire_status(exc))
+
+
+def log_client_error(endpoint: str, status: int, message: str) -> None:
+    """One INFO line per client error (4xx). A 503's cause is logged once by the engine, not per request."""
+    if status < 500:
+        log.info("client error %d on /%s: %s", status, endpoint, json.dumps(message[:LOGGED_MESSAGE_CHARS]))
 
 
 def json_response(body: dict) -> Response:
@@ -153,7 +176,17 @@ class Recommender:
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "fallback": body.get("fallback", False),
             "fallback_reason": body.get("fallback_reason"),
+            **({"error": body["error"][:LOGGED_MESSAGE_CHARS]} if "error" in body else {}),
         })
+
+    def _error(self, endpoint: str, started: float, status: int, body: dict, user: str | None = None) -> Response:
+        """Answer a refusal or an engine error: one log line, one request-log line, the JSON body."""
+        log_client_error(endpoint, status, body["error"])
+        self._log(endpoint, started, body, user, status)
+        return JSONResponse(body, status_code=status)
+
+    def _engine_error(self, endpoint: str, started: float, exc: RequestError, user: str | None) -> Response:
+        return self._error(endpoint, started, wire_status(exc), exc.body(), user)
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
@@ -161,10 +194,11 @@ class Recommender:
         recent items. Unknown users, users without online features, and a feature store that
         cannot be reached get popular items, flagged `fallback` with the reason."""
         started = time.perf_counter()
+        if request.refusal:
+            return self._error("recommend", started, *request.refusal)
         result = await self.batcher.submit(request)
         if isinstance(result, RequestError):
-            self._log("recommend", started, {}, request.user_id, result.status)
-            return error_response(result)
+            return self._engine_error("recommend", started, result, request.user_id)
         if result["fallback"]:
             FALLBACKS.labels(reason=result["fallback_reason"]).inc()
         self._log("recommend", started, result, request.user_id)
@@ -172,11 +206,12 @@ class Recommender:
 
     async def _head(self, name: str, request: HistoryRequest) -> Response:
         started = time.perf_counter()
+        if request.refusal:
+            return self._error(name, started, *request.refusal)
         try:
             result = await self._on_engine(self.engine.head, name, request)
         except RequestError as exc:
-            self._log(name, started, {}, request.user_id, exc.status)
-            return error_response(exc)
+            return self._engine_error(name, started, exc, request.user_id)
         self._log(name, started, result, request.user_id)
         return json_response(result)
 
@@ -195,15 +230,18 @@ class Recommender:
         """Fresh events (user_id, item_id, event_type, optional timestamp). Each user's online
         feature row is recomputed from their current row plus these events and pushed through
         the Feast push source, so their next /recommend sees them; the events are also appended
-        to the landing log the next retrain ingests. Unknown item ids are refused (400, naming
+        to the landing log the next retrain ingests. Unknown item ids are refused (422, naming
         `events[i].item_id`); a user the trained vocabulary does not know is kept under a
-        provisional key (`new_user: true`) until the next retrain gives them an id."""
+        provisional key (`new_user: true`) until the next retrain gives them an id. Ids with control
+        characters, or starting with = + - @ (spreadsheet formulas), are refused with 400. A 200
+        means the events are in the landing log: the next retrain ingests them exactly once."""
         started = time.perf_counter()
+        if request.refusal:
+            return self._error("events", started, *request.refusal)
         try:
             summary = await self._on_engine(self._ingest_events, request.events)
         except RequestError as exc:
-            self._log("events", started, {}, None, exc.status)
-            return error_response(exc)
+            return self._engine_error("events", started, exc, None)
         EVENTS.inc(len(request.events))
         body = {"accepted": len(request.events), "users": summary}
         self._log("events", started, {}, None)
@@ -214,11 +252,13 @@ class Recommender:
         self.landing.append(prepared.landed)  # the durable record first
         return self.engine.push_prepared(prepared)
 
-    @metadata_app.get("/metadata", response_model=Metadata)
-    @metadata_app.post("/metadata", response_model=Metadata, include_in_schema=False)
+    @metadata_app.api_route("/metadata", methods=["GET", "POST"], response_model=Metadata)  # POST: old clients, deprecated
     async def metadata(self):
         """Which model answers, the data it was trained on and its gate metrics."""
         try:
             return await self._on_engine(self.engine.metadata)
         except RequestError as exc:
             return error_response(exc)
+
+
+Recommender.add_asgi_middleware(Edge, service=Recommender)

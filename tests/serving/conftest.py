@@ -5,6 +5,8 @@ a tiny SASRec (random weights) registered, gated and promoted through the real R
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,16 @@ def ingested_rows(raw: Path, paths: Paths, params: IngestParams | None = None) -
     items = dict(zip(result.items["item_id"], result.items["raw_id"].astype(str)))
     kept = pd.DataFrame({"user_id": result.events["user_id"].map(users), "item_id": result.events["item_id"].map(items)})
     return pd.concat([kept, result.quarantine[["user_id", "item_id"]].astype(str)], ignore_index=True)
+
+
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+def schemathesis_all_checks(url: str, report_dir: Path, *, max_time_s: int = 150) -> subprocess.CompletedProcess:
+    """schemathesis with every check (`-c all`) against the service's own OpenAPI document, bounded:
+    25 examples per operation and phase, at most `max_time_s`. schemathesis.toml says why a 422 is an
+    expected answer to schema-valid data."""
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(SCHEMATHESIS_CONFIG), "run",
+           f"{url}/docs.json", "--checks", "all", "--max-examples", "25", "--max-time", str(max_time_s), "--seed", "7",
+           "--workers", "1", "--request-timeout", "10", "--report-dir", str(report_dir)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=max_time_s + 90)

@@ -1,11 +1,16 @@
-"""Request validation: every bad request names the offending field."""
+"""Request validation: every bad request names the offending field; the published schema says
+exactly what is accepted (400 otherwise), rules it cannot state are a 422."""
 
+import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from seqops.serving.schemas import SERVING, Event, EventsRequest, HistoryRequest, RecommendRequest, name_fields
+from seqops.serving.schemas import (SERVING, STORED_ID_PATTERN, TEXT_PATTERN, Event, EventsRequest, HistoryRequest,
+                                    RecommendRequest, name_fields, refusal_of)
 
 
 def fields_of(exc: ValidationError) -> set[str]:
@@ -76,3 +81,59 @@ def test_whole_body_rules_put_their_message_in_the_title():
     with pytest.raises(ValidationError) as caught:
         RecommendRequest.model_validate({"k": 3})
     assert "`user_id` or `items`" in name_fields(caught.value, "RecommendRequest").title
+
+
+def one_event(**fields) -> dict:
+    return {"events": [{"user_id": "u", "item_id": "i", "event_type": "view", **fields}]}
+
+
+@pytest.mark.parametrize("user, words", [
+    ("a\rb", r"control character '\\r'"), ("a\x00b", "control character"), ("a\nb", "control character"),
+    ("a\u2028b", "control character"), (" u1", "blanks"), ("u1\t", "control character"),
+    ("=1+1", "formula"), ("+31", "formula"), ("-1", "formula"), ("@SUM(A1)", "formula"),
+])
+def test_stored_ids_refuse_control_characters_blanks_and_formulas(user, words):
+    with pytest.raises(ValidationError, match=words) as caught:
+        EventsRequest.model_validate(one_event(user_id=user))
+    refusal = refusal_of(caught.value, "EventsRequest")
+    assert refusal.status == 400 and "events.0.user_id" in refusal.body["error"]
+
+
+def test_only_stored_ids_refuse_formula_starts():
+    assert RecommendRequest.model_validate({"user_id": "-1"}).user_id == "-1"  # never written to a CSV
+    with pytest.raises(ValidationError, match="control character"):
+        RecommendRequest.model_validate({"user_id": "a\rb"})
+
+
+@pytest.mark.parametrize("model, body", [
+    (RecommendRequest, {"items": ["i1", "i2"], "event_types": ["view"]}),
+    (EventsRequest, one_event(timestamp=time.time() + 86400)),
+])
+def test_rules_a_schema_cannot_state_are_a_422(model, body):
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    assert refusal_of(caught.value, model.__name__).status == 422
+
+
+def test_a_body_that_also_breaks_the_schema_is_a_400():
+    late = {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": time.time() + 86400}
+    with pytest.raises(ValidationError) as caught:
+        EventsRequest.model_validate({"events": [late, {**late, "event_type": "teleport"}]})
+    refusal = refusal_of(caught.value, "EventsRequest")
+    assert refusal.status == 400 and refusal.body["error"].startswith("3 validation errors")
+
+
+def accepted(model, body) -> bool:
+    try:
+        model.model_validate(body)
+        return True
+    except ValidationError:
+        return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=8))
+def test_the_published_patterns_say_exactly_what_is_accepted(text):
+    """schemathesis generates from the pattern with Python's `re`: it must agree with the validators."""
+    assert accepted(EventsRequest, one_event(user_id=text)) == bool(text and re.fullmatch(STORED_ID_PATTERN, text))
+    assert accepted(RecommendRequest, {"user_id": text}) == bool(text and re.fullmatch(TEXT_PATTERN, text))

@@ -1,0 +1,96 @@
+"""Where BentoML's HTTP edge differs from what this service promises, one ASGI middleware corrects it:
+
+- /docs.json: BentoML's OpenAPI document, with this service's error body (`ErrorBody`: BentoML
+  documents `detail` as a string, the service answers a list of reasons) and its 422 and 503
+  answers documented;
+- the declared content type: request bodies are JSON whatever it says (serving/schemas.py), but
+  BentoML refuses `application/vnd.bentoml+pickle` itself, with an ERROR traceback in the log and a
+  list for a body; such a request is read as JSON instead (and refused as a 400 if it is not)."""
+
+from __future__ import annotations
+
+import copy
+
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from seqops.serving.schemas import ErrorBody
+
+REF = "#/components/schemas/{model}"
+BENTOML_ERRORS = ("InvalidArgument", "NotFound", "InternalServerError")  # BentoML's error components
+PICKLE = b"application/vnd.bentoml+pickle"
+EXTRA_ERRORS = {  # status → (component, description)
+    "422": ("Unprocessable", "Unprocessable Content: the body matches the schema but names an unknown item or "
+                             "category, its lists disagree in length, or a timestamp is in the future"),
+    "503": ("Unavailable", "Service Unavailable: no champion model yet, or the feature store cannot be reached"),
+}
+
+
+def error_response(component: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=component)}}}}
+
+
+def body_schema(operation: dict, status: str | None = None) -> dict:
+    holder = operation["requestBody"] if status is None else operation["responses"][int(status)]
+    return holder["content"]["application/json"]["schema"]
+
+
+def restore_properties(flattened: dict, model: type[BaseModel], mode: str) -> None:
+    """BentoML flattens a body's top-level properties by keeping the first branch of each `anyOf`:
+    `Optional[str]` loses its null. Put back the model's own schema of every property."""
+    exact = model.model_json_schema(ref_template=REF, mode=mode)["properties"]
+    flattened["properties"] = {name: exact.get(name, schema) for name, schema in flattened.get("properties", {}).items()}
+
+
+def documented(spec: dict, models: dict[str, tuple[type[BaseModel], type[BaseModel]]]) -> dict:
+    """`spec` (BentoML's document as a dict) with exact body schemas (`models`: API name → request
+    and response model) and this service's error bodies and statuses."""
+    spec = copy.deepcopy(spec)
+    schemas = spec["components"]["schemas"]
+    error = ErrorBody.model_json_schema(ref_template=REF)
+    schemas.update(error.pop("$defs", {}))
+    for name in BENTOML_ERRORS:
+        schemas[name] = {**error, "title": name, "description": schemas[name].get("description", "")}
+    for status, (name, description) in EXTRA_ERRORS.items():
+        schemas[name] = {**error, "title": name, "description": description}
+    for item in spec["paths"].values():
+        for operation in item.values():
+            if "x-bentoml-name" in operation:  # one of the service's APIs (BentoML's probes answer no errors)
+                request_model, response_model = models[operation["x-bentoml-name"]]
+                operation["requestBody"]["required"] = True  # BentoML leaves it optional: an empty body is no request
+                restore_properties(body_schema(operation), request_model, "validation")
+                restore_properties(body_schema(operation, "200"), response_model, "serialization")
+                operation["responses"].update({status: error_response(*EXTRA_ERRORS[status]) for status in EXTRA_ERRORS})
+    metadata = spec["paths"].get("/metadata", {})
+    for operation in metadata.values():
+        operation["responses"]["503"] = error_response(*EXTRA_ERRORS["503"])
+    if "post" in metadata:  # one route answers both methods (so a 405 lists both in `Allow`); POST is the old one
+        metadata["post"]["deprecated"] = True
+    return spec
+
+
+def json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers, with a pickle content type declared as JSON."""
+    return [(name, b"application/json") if name == b"content-type" and value.split(b";")[0].strip() == PICKLE
+            else (name, value) for name, value in headers]
+
+
+def service_document(service) -> dict:
+    """The corrected OpenAPI document of a BentoML service."""
+    models = {name: (api.input_spec, api.output_spec) for name, api in service.apis.items()}
+    return documented(service.openapi_spec.asdict(), models)
+
+
+class Edge:
+    """ASGI middleware: GET /docs.json answers the corrected document; a pickle body is read as JSON."""
+
+    def __init__(self, app, service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            if scope["path"] == "/docs.json" and scope["method"] in ("GET", "HEAD"):
+                await JSONResponse(service_document(self.service))(scope, receive, send)
+                return
+            scope = {**scope, "headers": json_content_type(scope["headers"])}
+        await self.app(scope, receive, send)
