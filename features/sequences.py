@@ -5,6 +5,8 @@ with event_timestamp <= t.
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,33 @@ def canonical_from_raw(raw: pd.DataFrame, user_ids: dict[str, int], item_ids: di
     frame = frame.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     gap = frame.groupby("user_id")["ts"].diff().dt.total_seconds()
     return frame.assign(session_id=(gap.isna() | (gap > session_gap_s)).cumsum())
+
+
+def next_row(current: dict | None, events: list[tuple[int, str, float]], max_len: int, session_gap_s: int) -> dict:
+    """A user's online feature row after `events` ((dense item, type, unix seconds), any order),
+    computed the way `features.sequences.user_feature_table` computes it from the full log."""
+    items = list(current["last_items"]) if current else []
+    types = list(current["last_types"]) if current else []
+    n_events = int(current["n_events"]) if current else 0
+    n_sessions = int(current["n_sessions"]) if current else 0
+    last = float(current["last_ts"]) if current and current.get("last_ts") is not None else None
+    gap = float(current["secs_since_prev"]) if current and current.get("secs_since_prev") is not None else 0.0
+    latest = last
+    for item, kind, ts in sorted(events, key=lambda e: e[2]):
+        gap = 0.0 if last is None else max(0.0, ts - last)
+        if last is None or gap > session_gap_s:
+            n_sessions += 1
+        items.append(int(item))
+        types.append(kind)
+        n_events += 1
+        last = ts
+        latest = ts if latest is None else max(latest, ts)
+    return {
+        "event_timestamp": datetime.fromtimestamp(latest, tz=timezone.utc),
+        "last_items": items[-max_len:],
+        "last_types": types[-max_len:],
+        "secs_since_prev": float(gap),
+        "n_events": n_events,
+        "n_sessions": n_sessions,
+        "last_ts": int(math.floor(latest)),
+    }

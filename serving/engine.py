@@ -12,11 +12,7 @@ The model itself is a `Champion` (serving/champion.py): the training artifact pl
 need (raw item ids, category masks, the popularity fallback); scoring goes through the artifact,
 the one path training, evaluation, the gate and the service share.
 
-A registry that cannot name a loadable champion (a damaged pointer, one naming a version whose
-files are gone, an unreachable registry) never stops the process: at start the engine is simply
-not ready (`ready()` False, `not_ready_reason` says why, every request is answered 503 with that
-reason); while serving, the last good champion keeps answering. Either way the problem is logged
-once per change of the pointer, not once per poll, and a repaired pointer is picked up as usual.
+Which champion answers, and how a damaged registry is survived: serving/follower.py.
 """
 
 from __future__ import annotations
@@ -24,34 +20,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from seqops.config import Params, Paths
 from seqops.features import store as feature_store
+from seqops.features.sequences import next_row
 from seqops.models.training.evaluate import model_metrics
-from seqops.models.release.registry import Registry, RegistryError
+from seqops.models.release.registry import Registry
 from seqops.serving.champion import Champion
-from seqops.serving.package import PINNED_ENV, SNAPSHOT_DIR
+from seqops.serving.follower import ChampionFollower
+from seqops.serving.vocab import ServedVocabulary
 from seqops.serving.ranking import recommend_items
 
 log = logging.getLogger("seqops.serving")
 
 CHAMPION_CHECK_S = 0.25  # how often the registry's champion pointer is re-read (any backend)
-VOCAB_CHECK_S = 1.0  # how often the vocabulary files are stat-ed for a new ingest
 STORE_RETRY_S = 5.0  # how often a feature store that could not be opened is tried again
 STORE_BREAK_S = 1.0  # after a failed read, answer with the fallback for this long before trying again
-REGISTRY_RETRY_S = 5.0  # how often a registry that could not be opened is tried again
 NO_CHAMPION = "no champion model yet: run the retrain flow and promote one"
-_UNSEEN = object()  # the pointer state before the first read
 
 
 class RequestError(Exception):
@@ -98,42 +89,18 @@ class Engine:
         self.paths, self.params = paths, params
         self.quantized = params.serving.quantize if quantized is None else quantized
         torch.set_num_threads(params.serving.torch_threads)
-        self.registry = registry
-        self._registry_retry_at = 0.0
-        self._registry_error = ""
         self.store = None
         self.store_error: str | None = None
         self._store_retry_at = 0.0
         self._store_down_until = 0.0
         self._open_store()
-        self._users: dict[str, int] = {}
-        self._catalog: dict[str, int] = {}
-        self._categories: dict[int, str] = {}
-        self._vocab_stamp: tuple = ()
-        self._vocab_checked = 0.0
-        self._refresh_vocab(force=True)
-        self.champion: Champion | None = None
-        self.champion_problem: str | None = None  # why no champion is loaded (None: there just is none yet)
-        self._pointer_seen: object = _UNSEEN  # the pointer state last acted on: a version, None, or a problem
+        self.vocab = ServedVocabulary(paths)
+        self.follower = ChampionFollower(paths, params, quantized=self.quantized, registry=registry)
         self._polling = threading.Lock()  # readiness probes poll too, maybe from another thread
-        self._loading: threading.Thread | None = None
-        self._follow_pointer()  # loads the registry's champion, or says why it cannot
-        if self.champion is None and self.champion_problem is None and os.environ.get(PINNED_ENV):
-            self.champion = self._pinned(os.environ[PINNED_ENV])
-            log.info("serving %s packaged in this Bento (heads: %s)", self.champion.version, ", ".join(self.champion.heads))
         if self.champion is not None:
-            if not self._catalog:  # no ingest vocabulary here (a Bento): the model's own catalogue
-                self._catalog = dict(zip(self.champion.raw_items[1:].tolist(), range(1, self.champion.n_items + 1)))
+            if not self.vocab.catalog:  # no ingest vocabulary here (a Bento): the model's own catalogue
+                self.vocab.catalog = dict(zip(self.champion.raw_items[1:].tolist(), range(1, self.champion.n_items + 1)))
         self._champion_checked = time.monotonic()
-
-    def _pinned(self, version: str) -> Champion:
-        """The model packaged in a Bento (BentoML's own store), when no registry names a champion."""
-        import bentoml
-
-        from seqops.models.release.registry import MODEL_NAME
-
-        path = Path(bentoml.models.get(f"{MODEL_NAME}:{version}").path)
-        return Champion.from_dir(path, version, quantized=self.quantized)
 
     # -- state ------------------------------------------------------------------------------
     def _open_store(self) -> None:
@@ -150,6 +117,21 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - any Feast failure means "answer without it"
             self.store, self.store_error = None, f"{type(exc).__name__}: {exc}"
             log.warning("feature store unavailable: %s", self.store_error)
+
+    @property
+    def champion(self) -> Champion | None:
+        return self.follower.champion
+
+    @property
+    def champion_problem(self) -> str | None:
+        return self.follower.problem
+
+    @property
+    def registry(self) -> Registry | None:
+        return self.follower.registry
+
+    def wait_for_load(self, timeout: float = 60) -> None:
+        self.follower.wait_for_load(timeout)
 
     def ready(self) -> bool:
         if self.champion is None:
@@ -179,101 +161,18 @@ class Engine:
             return
         try:
             self._champion_checked = time.monotonic()
-            self._refresh_vocab()
-            self._follow_pointer()
+            self.vocab.refresh()
+            self.follower.follow()
         finally:
             self._polling.release()
 
-    def _follow_pointer(self) -> None:
-        """Read the champion pointer and act only on a change since the last read: a new version is
-        loaded (at once while nothing is served, else on a side thread while the old one answers);
-        a pointer that cannot be read or names a model that cannot be loaded is logged once."""
-        try:
-            version, problem = self._registry().champion(), None
-        except RegistryError as exc:  # damaged pointer, unreachable PostgreSQL, bad registry settings
-            version, problem = None, str(exc)
-        state = problem or version
-        if state == self._pointer_seen or (self._loading is not None and self._loading.is_alive()):
-            return  # nothing new, or a load is under way: look again at the next poll
-        self._pointer_seen = state
-        if problem is not None:
-            self._report(problem)
-        elif version is None or (self.champion is not None and version == self.champion.version):
-            self.champion_problem = None
-        elif self.champion is None:
-            self._load(version)
-        else:
-            self._loading = threading.Thread(target=self._load, args=(version,), daemon=True, name="champion-load")
-            self._loading.start()
-
-    def _registry(self) -> Registry:
-        """The project's registry, opened on first use; an open that failed is retried at most every
-        REGISTRY_RETRY_S (a PostgreSQL connect can take seconds)."""
-        if self.registry is None:
-            if time.monotonic() < self._registry_retry_at:
-                raise RegistryError(self._registry_error)
-            self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
-            try:
-                self.registry = Registry(self.paths)
-            except RegistryError as exc:
-                self._registry_error = str(exc)
-                raise
-        return self.registry
-
-    def _load(self, version: str) -> None:
-        torch.set_num_threads(self.params.serving.torch_threads)
-        try:
-            champion = Champion.load(self.registry, version, quantized=self.quantized)
-        except Exception as exc:  # noqa: BLE001 - a model that cannot load must not stop the service
-            self._report(f"champion {version} cannot be loaded: {type(exc).__name__}: {exc}")
-            return
-        self.champion, self.champion_problem = champion, None  # one reference swap: a batch holds the object it started with
-        log.info("serving champion %s (heads: %s, quantized: %s)", version, ", ".join(champion.heads), self.quantized)
-
-    def _report(self, problem: str) -> None:
-        """One log line per new problem: not ready when nothing is served, else keep the last good one."""
-        if self.champion is None:
-            self.champion_problem = problem
-            log.error("not ready: %s", problem)
-        else:
-            log.warning("%s; still serving %s", problem, self.champion.version)
-
-    def wait_for_load(self, timeout: float = 60) -> None:
-        if self._loading is not None:
-            self._loading.join(timeout)
-
-    def _refresh_vocab(self, force: bool = False) -> None:
-        """Users and items as ingest last wrote them (a retrain adds users; ids never move)."""
-        now = time.monotonic()
-        if not force and now - self._vocab_checked < VOCAB_CHECK_S:
-            return
-        self._vocab_checked = now
-        vocab = self.paths.vocab
-        if not (vocab / "users.parquet").exists() and (self.paths.project / SNAPSHOT_DIR / "vocab").exists():
-            vocab = self.paths.project / SNAPSHOT_DIR / "vocab"  # a Bento without the project's state
-        files = [vocab / "users.parquet", vocab / "items.parquet"]
-        stamp = tuple(f.stat().st_mtime_ns if f.exists() else 0 for f in files)
-        if stamp == self._vocab_stamp:
-            return
-        try:
-            users = pd.read_parquet(files[0]) if files[0].exists() else pd.DataFrame(columns=["raw_id", "user_id"])
-            items = pd.read_parquet(files[1]) if files[1].exists() else pd.DataFrame(columns=["raw_id", "item_id", "category"])
-        except Exception:  # noqa: BLE001 - a half-written file: try again next time
-            log.warning("vocabulary not readable yet; keeping the previous one")
-            return
-        self._users = dict(zip(users["raw_id"].astype(str), users["user_id"].astype(np.int64).tolist()))
-        self._catalog = dict(zip(items["raw_id"].astype(str), items["item_id"].astype(np.int64).tolist()))
-        categories = items["category"].astype(str) if "category" in items else pd.Series("unknown", index=items.index)
-        self._categories = dict(zip(items["item_id"].astype(np.int64).tolist(), categories))
-        self._vocab_stamp = stamp
-
     def user_key(self, raw_user: str) -> tuple[int, bool]:
         """(online-store key, known to the trained vocabulary)."""
-        dense = self._users.get(raw_user)
+        dense = self.vocab.users.get(raw_user)
         return (dense, True) if dense is not None else (provisional_key(raw_user), False)
 
     def item_id(self, raw_item: str) -> int | None:
-        return self._catalog.get(raw_item)
+        return self.vocab.catalog.get(raw_item)
 
     # -- histories --------------------------------------------------------------------------
     def resolve(self, req) -> Query:
@@ -281,7 +180,7 @@ class Engine:
         if req.items is not None:
             ids = []
             for i, raw in enumerate(req.items):
-                dense = self._catalog.get(raw)
+                dense = self.vocab.catalog.get(raw)
                 if dense is None:
                     raise RequestError(400, f"items[{i}]: unknown item id {raw!r}", ("items", i))
                 ids.append(dense)
@@ -429,12 +328,12 @@ class Engine:
         received_at = received_at or time.time()
         prepared = PreparedEvents()
         for i, ev in enumerate(events):
-            dense = self._catalog.get(ev.item_id)
+            dense = self.vocab.catalog.get(ev.item_id)
             if dense is None:
                 raise RequestError(400, f"events[{i}].item_id: unknown item id {ev.item_id!r}", ("events", i, "item_id"))
             ts = received_at if ev.timestamp is None else float(ev.timestamp)
             prepared.by_user.setdefault(ev.user_id, []).append((dense, ev.event_type, ts))
-            prepared.landed.append({"user_id": ev.user_id, "item_id": ev.item_id, "category": self._categories.get(dense, ""),
+            prepared.landed.append({"user_id": ev.user_id, "item_id": ev.item_id, "category": self.vocab.categories.get(dense, ""),
                                     "event_type": ev.event_type, "timestamp": f"{ts:.3f}"})
         return prepared
 
@@ -474,34 +373,4 @@ class PreparedEvents:
     landed: list[dict] = field(default_factory=list)
 
 
-def next_row(current: dict | None, events: list[tuple[int, str, float]], max_len: int, session_gap_s: int) -> dict:
-    """A user's online feature row after `events` ((dense item, type, unix seconds), any order),
-    computed the way `features.sequences.user_feature_table` computes it from the full log."""
-    items = list(current["last_items"]) if current else []
-    types = list(current["last_types"]) if current else []
-    n_events = int(current["n_events"]) if current else 0
-    n_sessions = int(current["n_sessions"]) if current else 0
-    last = float(current["last_ts"]) if current and current.get("last_ts") is not None else None
-    gap = float(current["secs_since_prev"]) if current and current.get("secs_since_prev") is not None else 0.0
-    latest = last
-    for item, kind, ts in sorted(events, key=lambda e: e[2]):
-        gap = 0.0 if last is None else max(0.0, ts - last)
-        if last is None or gap > session_gap_s:
-            n_sessions += 1
-        items.append(int(item))
-        types.append(kind)
-        n_events += 1
-        last = ts
-        latest = ts if latest is None else max(latest, ts)
-    return {
-        "event_timestamp": datetime.fromtimestamp(latest, tz=timezone.utc),
-        "last_items": items[-max_len:],
-        "last_types": types[-max_len:],
-        "secs_since_prev": float(gap),
-        "n_events": n_events,
-        "n_sessions": n_sessions,
-        "last_ts": int(math.floor(latest)),
-    }
-
-
-__all__ = ["Engine", "Query", "RequestError", "next_row", "provisional_key"]
+__all__ = ["Engine", "Query", "RequestError", "provisional_key"]

@@ -13,7 +13,8 @@ from seqops.features import store as feature_store
 from seqops.models.release.registry import Registry
 from seqops.serving import engine as engine_module
 from seqops.serving.champion import Champion, quantize
-from seqops.serving.engine import Engine, RequestError, next_row, provisional_key
+from seqops.features.sequences import next_row
+from seqops.serving.engine import Engine, RequestError, provisional_key
 from seqops.serving.schemas import Event, HistoryRequest, RecommendRequest
 
 from tests.serving import heads_model
