@@ -194,7 +194,7 @@ def drift_part(n_users: int, max_minutes: float) -> dict:
         monitor_s, monitor_out = run_cli(project, "monitor", "--no-trigger")
         retrain_s, _ = run_cli(project, "retrain", "--no-land")
         t2 = time.perf_counter() - t0
-        registry = Registry(Paths(project))
+        registry = Registry.of_project(Paths(project))
         last = registry.versions()[-1]
         counts = json.loads(Paths(project).ingest_metrics.read_text())
         return {"events": counts.get("kept"), "users": n_users, "train_max_minutes": max_minutes,

@@ -194,7 +194,7 @@ def model_only(project: Path, repeats: int = 200) -> dict:
 
     params = load_params(project / "params.yaml")
     torch.set_num_threads(params.serving.torch_threads)
-    registry = Registry(Paths(project))
+    registry = Registry.of_project(Paths(project))
     version = registry.champion()
     test = EvalSet.from_parquet(project / ".seqops" / "models" / "test_set.parquet")
     out = {"version": version, "test_users": len(test)}

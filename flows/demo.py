@@ -31,7 +31,7 @@ def run_demo(project: Path, console: Console) -> None:
     first = retrain(project=str(project), batch=0, drift=0.0)
     second = retrain(project=str(project), batch=1, drift=0.5)
     paths = project_paths(project)
-    registry = Registry(paths)
+    registry = Registry.of_project(paths)
     user = most_active_user(project)
     with running_service(project) as url:
         answer = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 10}, timeout=30).json()

@@ -84,7 +84,7 @@ def trigger_retrain(project: str) -> str:
 def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict | None:
     """The gate's drift check of landed raw events vs the champion's training data; None when there
     are too few fresh users to judge (`flows.monitor_min_users`)."""
-    artifact = Artifact.load(Registry(paths).model_dir(champion))
+    artifact = Artifact.load(Registry.of_project(paths).model_dir(champion))
     items, users = artifact.items(), pd.read_parquet(paths.vocab / "users.parquet")
     fresh = canonical_from_raw(raw, dict(zip(users["raw_id"].astype(str), users["user_id"])),
                                dict(zip(items["raw_id"].astype(str), items["item_id"])), params.ingest.session_gap_s)
@@ -122,7 +122,7 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
     logger = get_run_logger()
     paths = project_paths(project)
     params = load_params(paths.project / "params.yaml")
-    registry = Registry(paths)
+    registry = Registry.of_project(paths)
     champion = registry.champion()
     if champion is None:
         logger.info("nothing to monitor: no champion yet")

@@ -87,16 +87,16 @@ def push(paths: Paths) -> None:
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600)  # a shared registry can be briefly away
-def register_candidate(paths: Paths, raw_version: str) -> str:
+def register_candidate(paths: Paths, params: Params, raw_version: str) -> str:
     candidate = json.loads((paths.candidate / "seqops.json").read_text())
     metrics = json.loads(paths.eval_metrics.read_text())
     meta = {**candidate, "raw_data_version": raw_version, "eval_metrics": metrics, "actor": "flow:retrain"}
-    return Registry(paths).register(paths.candidate, meta)
+    return Registry(paths, params.registry).register(paths.candidate, meta)
 
 
 @task(timeout_seconds=1800)
 def gate(paths: Paths, params: Params, version: str) -> dict:
-    decision = run_gate(Registry(paths), version, paths, params)
+    decision = run_gate(Registry(paths, params.registry), version, paths, params)
     logger = get_run_logger()
     logger.info("gate verdict for %s: %s", version, decision["verdict"].upper())
     for reason in decision["reasons"]:
@@ -105,8 +105,8 @@ def gate(paths: Paths, params: Params, version: str) -> dict:
 
 
 @task
-def promote_if_approved(paths: Paths, version: str, decision: dict) -> str | None:
-    registry = Registry(paths)
+def promote_if_approved(paths: Paths, params: Params, version: str, decision: dict) -> str | None:
+    registry = Registry(paths, params.registry)
     if decision["verdict"] == "promote":
         registry.promote(version, actor="flow:retrain", reason="; ".join(decision["reasons"]))
     return registry.champion()
@@ -140,9 +140,9 @@ def retrain(project: str = ".", batch: int | None = None, drift: float | None = 
     repro(paths)
     push(paths)
     feature_store.apply(paths, params.features.store_profile)  # idempotent; the registry serves online reads
-    version = register_candidate(paths, raw_version)
+    version = register_candidate(paths, params, raw_version)
     decision = gate(paths, params, version)
-    champion = promote_if_approved(paths, version, decision)
+    champion = promote_if_approved(paths, params, version, decision)
     materialize(paths, params.features.store_profile)
     create_markdown_artifact(decision_markdown(decision, champion), key="gate-decision", description="retrain gate")
     return {**decision, "champion_after": champion, "raw_data_version": raw_version}

@@ -74,5 +74,5 @@ def simulate_week(project: str = ".", days: int = 7, drift_day: int = 4, bad_day
     paths = project_paths(root)
     out = paths.reports / "week.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"days": story, "audit": Registry(paths).history()}, indent=2, default=str))
+    out.write_text(json.dumps({"days": story, "audit": Registry.of_project(paths).history()}, indent=2, default=str))
     return story

@@ -71,8 +71,8 @@ def lineage(version: str = typer.Argument(..., help="registered model version (s
     from seqops.features.lineage import lineage as model_lineage, render_lineage
     from seqops.models.release.registry import Registry
 
-    _, paths = setup(project)
-    info = model_lineage(Registry(paths), version, paths)
+    params, paths = setup(project)
+    info = model_lineage(Registry(paths, params.registry), version, paths)
     console.print(json.dumps(info, indent=2) if as_json else render_lineage(info), highlight=False, soft_wrap=True)
 
 

@@ -21,7 +21,7 @@ def gate(version: Optional[str] = typer.Argument(None, help="registered version 
     from seqops.models.release.registry import Registry
 
     params, paths = setup(project)
-    registry = Registry(paths)
+    registry = Registry(paths, params.registry)
     versions = registry.versions()
     if not versions:
         fail("no registered models yet: run `seqops retrain`")
@@ -44,8 +44,8 @@ def open_registry(project: Path):
     """The project's registry (backend from params.yaml `registry:`)."""
     from seqops.models.release.registry import Registry
 
-    _, paths = setup(project)
-    return Registry(paths)
+    params, paths = setup(project)
+    return Registry(paths, params.registry)
 
 
 @registry_app.command()

@@ -27,7 +27,7 @@ from seqops.serving.service import PARAMS, PATHS, error_response, json_response
 class Scorer:
     def __init__(self) -> None:
         torch.set_num_threads(PARAMS.serving.torch_threads)
-        registry = Registry(PATHS)
+        registry = Registry(PATHS, PARAMS.registry)
         self.champion = Champion.load(registry, registry.champion(), quantized=PARAMS.serving.quantize)
         gc.collect()
         gc.freeze()  # as in service.Recommender: no full-GC stalls over the imported libraries

@@ -77,7 +77,7 @@ class ChampionFollower:
                 raise RegistryError(self._registry_error)
             self._registry_retry_at = time.monotonic() + REGISTRY_RETRY_S
             try:
-                self.registry = Registry(self.paths)
+                self.registry = Registry(self.paths, self.params.registry)
             except RegistryError as exc:
                 self._registry_error = str(exc)
                 raise

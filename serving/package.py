@@ -60,7 +60,7 @@ def write_bentofile(paths: Paths, version: str, wheel: Path) -> Path:
 
 def build_bento(paths: Paths, source: Path) -> str:
     """Build a Bento for the current champion; returns the Bento tag."""
-    version = Registry(paths).champion()
+    version = Registry.of_project(paths).champion()
     if version is None:
         raise RuntimeError("no champion to package: run the retrain flow (or `seqops promote`) first")
     snapshot_vocab(paths)

@@ -54,7 +54,7 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def _keep_bentoml_home():
-    """Registry() sets $BENTOML_HOME for the process (setdefault) to its project's store; restore it
+    """Registry.of_project() sets $BENTOML_HOME for the process (setdefault) to its project's store; restore it
     after each module so later tests (and the tools they start) do not inherit this module's store."""
     import os
 

@@ -223,7 +223,8 @@ def storable(meta: dict) -> dict:
 
 
 def registry_settings(paths: Paths) -> RegistryParams:
-    """The `registry:` section of the project's params.yaml (defaults when there is none)."""
+    """The `registry:` section of the project's params.yaml (defaults when there is none): for
+    callers without the project's params at hand (tools, tests); entry points pass theirs."""
     params_file = paths.project / "params.yaml"
     if not params_file.exists():
         return RegistryParams()
@@ -242,10 +243,10 @@ def open_store(paths: Paths, settings: RegistryParams) -> Store:
 
 
 class Registry:
-    def __init__(self, paths: Paths, settings: RegistryParams | None = None):
+    def __init__(self, paths: Paths, settings: RegistryParams):
         self.paths = paths
         self.root = paths.registry
-        self.settings = settings or registry_settings(paths)
+        self.settings = settings
         self.store = open_store(paths, self.settings)
         use_bentoml_home(paths)
         from bentoml._internal.models.model import ModelStore
@@ -253,6 +254,11 @@ class Registry:
         # BentoML's default store is a process-wide singleton; bind this project's store explicitly.
         (paths.bentoml_home / "models").mkdir(parents=True, exist_ok=True)
         self._store = ModelStore(str(paths.bentoml_home / "models"))
+
+    @classmethod
+    def of_project(cls, paths: Paths) -> "Registry":
+        """The registry the project's params.yaml configures (reads its `registry:` section)."""
+        return cls(paths, registry_settings(paths))
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, version: str) -> dict:

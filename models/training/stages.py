@@ -51,10 +51,10 @@ def initial_model(n_items: int, params: Params, paths: Paths) -> tuple[nn.Module
     torch.manual_seed(params.train.seed)
     texts = item_texts_for(params, paths)
     fresh = build_model(params.model, n_items, params.features.max_len, params.ingest.event_types, texts)
-    champion = Registry(paths).champion() if params.train.warm_start and not is_fitted_by_counting(fresh) else None
+    champion = Registry(paths, params.registry).champion() if params.train.warm_start and not is_fitted_by_counting(fresh) else None
     if champion is None:
         return fresh, None
-    model = Artifact.load(Registry(paths).model_dir(champion)).model
+    model = Artifact.load(Registry(paths, params.registry).model_dir(champion)).model
     if type(model) is not type(fresh) or _shape(model.config) != _shape(fresh.config) or n_items < model.config.n_items:
         log.info("champion %s has another architecture or a larger catalogue: training from scratch", champion)
         return fresh, None

@@ -49,7 +49,7 @@ def register(paths: Paths, version: str, snap: dict) -> None:
     """Registry metadata as `register_candidate` writes it (no model training needed for lineage)."""
     from seqops.models.release.registry import Registry
 
-    Registry(paths).store.put({"version": version, "created_at": "2026-01-01T00:00:00+00:00", "content_hash": version,
+    Registry.of_project(paths).store.put({"version": version, "created_at": "2026-01-01T00:00:00+00:00", "content_hash": version,
                                "data_version": snap["events"], "raw_data_version": snap["raw"],
                                "sources": snap["manifest"], "params_hash": "abc", "params": {"model": {"kind": "sasrec"}},
                                "parent_version": None, "decision": None,
@@ -79,7 +79,7 @@ def test_two_ingests_two_dvc_versions_and_lineage_names_the_right_one(tmp_path):
     for version, snap, other in (("v0001-aaaaaa", first, second), ("v0002-bbbbbb", second, first)):
         from seqops.models.release.registry import Registry
 
-        info = lineage(Registry(paths), version, paths)
+        info = lineage(Registry.of_project(paths), version, paths)
         assert info["data_version"] == snap["events"] and info["raw_data_version"] == snap["raw"]
         assert info["in_dvc_cache"] is True and info["in_dvc_remote"] is True  # both snapshots restorable
         done = CliRunner().invoke(app, ["lineage", version, "--project", str(project)])
@@ -88,7 +88,7 @@ def test_two_ingests_two_dvc_versions_and_lineage_names_the_right_one(tmp_path):
         for f in snap["manifest"]["files"]:
             assert f["name"] in done.output and f["md5"] in done.output
             assert f["md5"] == file_md5(paths.raw / f["name"])
-    assert "batch-001.csv" not in render_lineage(lineage(Registry(paths), "v0001-aaaaaa", paths))
+    assert "batch-001.csv" not in render_lineage(lineage(Registry.of_project(paths), "v0001-aaaaaa", paths))
 
     done = CliRunner().invoke(app, ["lineage", "v9999-nope", "--project", str(project)])
     assert done.exit_code == 1 and "unknown model version" in done.output

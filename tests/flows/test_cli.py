@@ -44,7 +44,7 @@ def project(tmp_path, monkeypatch) -> Path:
     artifact = tmp_path / "artifact"
     artifact.mkdir()
     (artifact / "model.safetensors").write_text("weights")
-    registry = Registry(Paths(tmp_path))
+    registry = Registry.of_project(Paths(tmp_path))
     version = registry.register(artifact, {"data_version": "d1"})
     registry.record_decision(version, {"verdict": "promote", "reasons": ["test"]})
     registry.promote(version, actor="tests", reason="test")

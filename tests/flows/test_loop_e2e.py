@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def test_the_whole_loop(project, seqops):
     paths = Paths(project)
     seqops(project, "retrain", "--batch", "0")
-    registry = Registry(paths)
+    registry = Registry.of_project(paths)
     first = registry.versions()[-1]
     assert first["decision"]["verdict"] == "promote", first["decision"]["reasons"]
     assert registry.champion() == first["version"]

@@ -30,7 +30,7 @@ def test_a_week_of_retraining_tells_its_story(tmp_path, seqops):
     assert days[3]["champion"] == days[2]["champion"]  # the rejected model never served
     assert (project / "params.yaml").read_text() == before  # the bad change was undone
 
-    registry = Registry(Paths(project))
+    registry = Registry.of_project(Paths(project))
     promoted = [e["version"] for e in registry.history() if e["action"] == "promote"]
     assert days[3]["candidate"] not in promoted and days[2]["candidate"] in promoted
     assert registry.champion() == days[2]["candidate"]

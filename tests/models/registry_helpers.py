@@ -63,7 +63,7 @@ def registry(request, tmp_path, monkeypatch) -> Registry:
 def local(tmp_path, monkeypatch) -> Registry:
     """A registry on local files (the default backend) in tmp_path."""
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
-    return Registry(Paths(tmp_path))
+    return Registry.of_project(Paths(tmp_path))
 
 
 def drop(registry: Registry) -> None:

@@ -40,7 +40,7 @@ def gated(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as env:  # BENTOML_HOME must not leak into later tests
         env.setenv("BENTOML_HOME", str(paths.bentoml_home))
-        registry = Registry(paths)
+        registry = Registry.of_project(paths)
         n_old, n_all = int(old["item_id"].max()), int(events["item_id"].max())
         champion = tiny_artifact(root / "a" / "champion", 1, n_old, counts=np.bincount(old["item_id"]), items=result.items,
                                  reference=user_summary(features[features["event_timestamp"] < old["ts"].max() + pd.Timedelta(1)]))

@@ -108,10 +108,10 @@ def test_a_torn_audit_line_is_skipped_and_the_next_entry_starts_clean(local, tmp
 def test_the_backend_comes_from_params_yaml(tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"registry": {"backend": "local"}}))
-    assert Registry(Paths(tmp_path)).settings.backend == "local"
+    assert Registry.of_project(Paths(tmp_path)).settings.backend == "local"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"registry": {"backend": "sqlite"}}))
     with pytest.raises(RegistryError, match="registry.backend"):
-        Registry(Paths(tmp_path))
+        Registry.of_project(Paths(tmp_path))
 
 
 def test_an_unreachable_postgres_registry_says_where(tmp_path, monkeypatch):

@@ -147,7 +147,7 @@ def test_registry_files_get_explicit_modes_whatever_the_umask(tmp_path, monkeypa
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
     previous = os.umask(0)  # the process umask would give 0666 files and 0777 folders
     try:
-        registry = Registry(Paths(tmp_path))
+        registry = Registry.of_project(Paths(tmp_path))
         v1 = registered(registry, tmp_path)
         registry.promote(v1)
     finally:

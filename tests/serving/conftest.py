@@ -72,7 +72,7 @@ def register_model(paths: Paths, seed: int, events: pd.DataFrame, *, promote: bo
                               "share_cart": [0.0], "share_purchase": [0.0], "last_items": [[1, 2, 3]]})
     meta = {"kind": "sasrec", "data_version": f"data-{seed}", "params_hash": f"params-{seed}", "seed": seed}
     save_artifact(out, model, PopularityModel.from_counts(counts), meta, paths.vocab / "items.parquet", reference)
-    registry = Registry(paths)
+    registry = Registry.of_project(paths)
     version = registry.register(out, {**meta, "eval_metrics": {"sasrec": {"ndcg@10": 0.1}}})
     registry.record_decision(version, {"verdict": "promote", "reasons": ["test"], "candidate": version,
                                        "metrics": {"candidate": {"ndcg@10": 0.1}}})

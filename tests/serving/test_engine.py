@@ -38,7 +38,7 @@ def test_recommend_by_user_by_items_and_unknown_user(engine, served_project):
         RecommendRequest(items=[raw_item(1), raw_item(2)], k=4, category="c1"),
         RecommendRequest(user_id="nobody", k=3),
     ])
-    champion = Registry(Paths(served_project)).champion()
+    champion = Registry.of_project(Paths(served_project)).champion()
     assert by_user["model_version"] == champion and not by_user["fallback"]
     assert len(by_user["items"]) == 5 and not seen & set(by_user["items"])
     assert by_user["scores"] == sorted(by_user["scores"], reverse=True)
@@ -141,10 +141,10 @@ def test_heads_are_found_generically(served_project, params, monkeypatch):
 
     events = pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1)})
     version = register_model(paths, 2, events, model=heads_model.make(N_ITEMS, MAX_LEN), promote=False)
-    meta_file = Registry(paths).model_dir(version) / "seqops.json"
+    meta_file = Registry.of_project(paths).model_dir(version) / "seqops.json"
     meta = json.loads(meta_file.read_text())
     meta_file.write_text(json.dumps({**meta, "model_class": "tests.serving.heads_model:HeadsModel"}))
-    Registry(paths).promote(version, actor="tests", reason="heads")
+    Registry.of_project(paths).promote(version, actor="tests", reason="heads")
     monkeypatch.setattr(engine_module, "CHAMPION_CHECK_S", 0.0)
     engine.current()
     engine.wait_for_load()
@@ -160,7 +160,7 @@ def test_an_item_newer_than_the_champion_scores_as_if_absent_on_every_head(serve
     paths = Paths(served_project)
     events = pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1)})
     version = register_model(paths, 3, events, model=heads_model.make(N_ITEMS, MAX_LEN), promote=False)
-    champion = Champion.load(Registry(paths), version, quantized=False)
+    champion = Champion.load(Registry.of_project(paths), version, quantized=False)
     newer = [np.array([1, 2, N_ITEMS + 3, 4])], [["view", "cart", "purchase", "view"]]
     absent = [np.array([1, 2, 4])], [["view", "cart", "view"]]
     np.testing.assert_allclose(champion.next_item_scores(*newer), champion.next_item_scores(*absent), rtol=1e-5, atol=1e-6)

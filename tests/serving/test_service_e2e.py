@@ -38,7 +38,7 @@ def trained(tmp_path_factory) -> Path:
     cmd = [str(Path(sys.executable).parent / "seqops"), "retrain", "--batch", "0", "--project", str(project)]
     done = subprocess.run(cmd, cwd=project, env=tool_env(), capture_output=True, text=True)
     assert done.returncode == 0, f"retrain failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    assert Registry(Paths(project)).champion() is not None
+    assert Registry.of_project(Paths(project)).champion() is not None
     return project
 
 
@@ -66,7 +66,7 @@ def post(url: str, path: str, body) -> httpx.Response:
 
 
 def test_probes_metadata_and_metrics(url, trained):
-    champion = Registry(Paths(trained)).champion()
+    champion = Registry.of_project(Paths(trained)).champion()
     for probe in ("/healthz", "/livez", "/readyz"):
         assert httpx.get(f"{url}{probe}", timeout=10).status_code == 200, probe
     meta = httpx.get(f"{url}/metadata", timeout=10).json()
@@ -171,7 +171,7 @@ def test_schemathesis_with_every_check_finds_nothing(url, trained):
 def test_a_promote_under_load_fails_no_request(url, users, trained, tmp_path):
     """Requests keep flowing while a second version is registered, approved and promoted."""
     paths = Paths(trained)
-    registry = Registry(paths)
+    registry = Registry.of_project(paths)
     old = registry.champion()
     artifact = tmp_path / "artifact"
     shutil.copytree(registry.model_dir(old), artifact)
