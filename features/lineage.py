@@ -160,8 +160,21 @@ def lineage(registry, version: str, paths: Paths) -> dict:
         "params": meta.get("params", {}),
         "eval_metrics": meta.get("eval_metrics", {}),
         "verdict": (meta.get("decision") or {}).get("verdict"),
+        "refit_of": meta.get("refit_of"),  # served version: the refit of this gated candidate
+        "refit_mode": meta.get("refit_mode"),
+        "served_as": meta.get("served_as"),  # gated candidate: the refit that serves it
         "data_report": str(report) if report and report.exists() else None,
     }
+
+
+def refit_lines(info: dict) -> list[str]:
+    """How a served refit and its gated candidate point at each other (train.refit)."""
+    if info.get("refit_of"):
+        return [f"refit of     {info['refit_of']}  ({info.get('refit_mode')}: trained on every event up to the cut; "
+                f"gate decision and metrics are {info['refit_of']}'s)"]
+    if info.get("served_as"):
+        return [f"served as    {info['served_as']}  (its refit on every event up to the cut)"]
+    return []
 
 
 def render_lineage(info: dict) -> str:
@@ -171,6 +184,7 @@ def render_lineage(info: dict) -> str:
 
     lines = [f"model {info['version']} (created {info['created_at']}, parent {info['parent_version'] or '-'}, "
              f"gate {info['verdict'] or '-'})",
+             *refit_lines(info),
              f"data version  {info['data_version']}  (events.parquet md5; DVC cache: {yes(info['in_dvc_cache'])}, "
              f"remote: {yes(info['in_dvc_remote'])})",
              f"raw snapshot  {info['raw_data_version'] or '-'}  (.seqops/data/raw.dvc md5)",

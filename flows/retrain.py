@@ -1,6 +1,6 @@
-"""The `retrain` flow: land new events → DVC snapshot → `dvc repro` → register → gate →
-promote or keep the champion → materialize online features. Prefect owns when it runs and the
-side effects; DVC owns the reproducible DAG (the flow calls `dvc repro`, it does not redo stages).
+"""The `retrain` flow: land new events → DVC snapshot → `dvc repro` → register → gate → (approved,
+`train.refit`: refit on every event up to the cut) → promote or keep the champion → materialize
+online features. Prefect owns when it runs and the side effects; DVC owns the reproducible DAG (the flow calls `dvc repro`, it does not redo stages).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from seqops.features.synthetic import write_batch
 from seqops.io import tool_env
 from seqops.models.release.gate import run_gate
 from seqops.models.release.registry import Registry
+from seqops.models.training.refit import refit_stage
 from seqops.serving.logs import adopt_orphans
 
 
@@ -104,6 +105,24 @@ def gate(paths: Paths, params: Params, version: str) -> dict:
     return decision
 
 
+@task(timeout_seconds=6 * 3600)
+def refit_if_approved(paths: Paths, params: Params, version: str, decision: dict, raw_version: str) -> str:
+    """The version to serve: `version` itself, or (train.refit: all | tail, gate approved) its refit on
+    every event up to the cut, registered with `refit_of` and the candidate's decision adopted. A crash
+    before the promote leaves the old champion served: registering moves no pointer."""
+    if decision["verdict"] != "promote" or params.train.refit == "off":
+        return version
+    registry = Registry(paths, params.registry)
+    meta = refit_stage(params, paths, registry.model_dir(version), paths.home / "models" / "refit")
+    refit = registry.register(paths.home / "models" / "refit",
+                              {**meta, "refit_of": version, "raw_data_version": raw_version,
+                               "eval_metrics": registry.get(version).get("eval_metrics"), "actor": "flow:retrain"})
+    registry.adopt_decision(refit, version)
+    get_run_logger().info("serving %s: the %s refit of %s (%d sequences, %.1f s)", refit, meta["refit_mode"], version,
+                          meta["n_train_sequences"], meta["refit_seconds"])
+    return refit
+
+
 @task
 def promote_if_approved(paths: Paths, params: Params, version: str, decision: dict) -> str | None:
     registry = Registry(paths, params.registry)
@@ -142,7 +161,8 @@ def retrain(project: str = ".", batch: int | None = None, drift: float | None = 
     feature_store.apply(paths, params.features.store_profile)  # idempotent; the registry serves online reads
     version = register_candidate(paths, params, raw_version)
     decision = gate(paths, params, version)
-    champion = promote_if_approved(paths, params, version, decision)
+    served = refit_if_approved(paths, params, version, decision, raw_version)
+    champion = promote_if_approved(paths, params, served, decision)
     materialize(paths, params.features.store_profile)
     create_markdown_artifact(decision_markdown(decision, champion), key="gate-decision", description="retrain gate")
-    return {**decision, "champion_after": champion, "raw_data_version": raw_version}
+    return {**decision, "served": served, "champion_after": champion, "raw_data_version": raw_version}

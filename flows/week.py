@@ -55,7 +55,8 @@ def one_day(project: Path, day: int, drift: float, bad: bool) -> dict:
            "trigger": "monitor (drift)" if seen["status"] == "drift" else "schedule (nightly)"}
     with changed_params(project, BAD_CHANGE) if bad else nullcontext():
         decision = retrain(project=str(project), land=False)
-    row.update(candidate=decision["candidate"], verdict=decision["verdict"], champion=decision["champion_after"],
+    row.update(candidate=decision["candidate"], verdict=decision["verdict"], served=decision.get("served"),
+               champion=decision["champion_after"],
                reasons=decision["reasons"], decision_html=decision["reports"]["decision_html"])
     return row
 

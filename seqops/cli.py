@@ -145,6 +145,13 @@ def materialize(project: Path = ProjectOpt) -> None:
     console.print(f"materialized up to {materialize_flow(project=str(project.resolve()))}")
 
 
+def served_cell(row: dict) -> str:
+    """The version the day's retrain served: its refit (train.refit), the candidate itself, or none."""
+    if row["verdict"] != "promote":
+        return "-"
+    return row.get("served") or row["candidate"]
+
+
 @app.command("simulate-week")
 def simulate_week(days: int = typer.Option(7, help="days to simulate (one synthetic batch each)"),
                   drift_day: int = typer.Option(4, help="first day whose events drift"),
@@ -158,12 +165,12 @@ def simulate_week(days: int = typer.Option(7, help="days to simulate (one synthe
 
     story = week_flow(project=str(project.resolve()), days=days, drift_day=drift_day,
                       bad_day=None if bad_day is not None and bad_day < 0 else bad_day, drift=drift)
-    table = Table("day", "drift", "monitor", "drift share", "retrain by", "candidate", "gate", "champion after")
+    table = Table("day", "drift", "monitor", "drift share", "retrain by", "candidate", "gate", "served (refit)", "champion after")
     for row in story:
         share = "-" if row["drift_share"] is None else f"{row['drift_share']:.2f}"
         verdict = f"[{'green' if row['verdict'] == 'promote' else 'red'}]{row['verdict']}[/]"
         table.add_row(str(row["day"]), f"{row['drift']:.1f}" + (" +bad params" if row["bad_params"] else ""),
-                      row["monitor"], share, row["trigger"], row["candidate"], verdict, row["champion"])
+                      row["monitor"], share, row["trigger"], row["candidate"], verdict, served_cell(row), row["champion"])
     console.print(table)
     console.print(f"story: {project_paths(project).reports / 'week.json'}; audit log: `seqops history`")
 

@@ -127,6 +127,8 @@ class TrainParams(Section):
         "auto", description="auto: autocast on CUDA only (bf16 or fp16) | bf16: bf16 autocast on CPU too (AVX512-BF16/AMX) | off: fp32")
     warm_start: bool = True
     max_minutes: Optional[float] = Field(None, gt=0, description="stop after the epoch that passes this much training time")
+    refit: Literal["all", "tail", "off"] = Field(
+        "all", description="after an approving gate, serve a refit on every event up to the cut: all (retrain best_epoch epochs) | tail (fine-tune the candidate one epoch) | off (serve the candidate as trained)")
 
 
 class EvaluateParams(Section):

@@ -334,6 +334,24 @@ class Registry:
         with self.store.locked():
             self.store.put(storable({**self.get(version), "decision": decision}))
 
+    def adopt_decision(self, refit: str, candidate: str) -> dict:
+        """Give the refit of `candidate` the candidate's gate decision, marked as adopted (the gate
+        evaluated the candidate; the refit trained on its held-out events and cannot be scored on
+        them), and note on the candidate which version serves it. Returns the refit's decision."""
+        with self.store.locked():
+            refit_meta, candidate_meta = self.get(refit), self.get(candidate)
+            if refit_meta.get("refit_of") != candidate:
+                raise RegistryError(f"{refit} is not a refit of {candidate} (refit_of: {refit_meta.get('refit_of')})")
+            decision = candidate_meta.get("decision")
+            if not decision:
+                raise RegistryError(f"{candidate} has no gate decision to adopt")
+            adopted = {**decision, "served_as": refit, "adopted_from": candidate,
+                       "note": f"{refit} is {candidate} refitted on every event up to the cut; "
+                               f"the metrics and checks are {candidate}'s (the refit's own evaluation is the next batch's)"}
+            self.store.put(storable({**refit_meta, "decision": adopted}))
+            self.store.put(storable({**candidate_meta, "served_as": refit}))
+        return adopted
+
     def promote(self, version: str | None = None, *, actor: str | None = None, reason: str = "", force: bool = False) -> str:
         """Make `version` (default: the latest gated candidate) the champion. A version the gate did
         not approve needs `force` and a reason; both, with who did it, land in the audit log."""

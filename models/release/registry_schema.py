@@ -75,6 +75,8 @@ class VersionMeta(Record):
     data_version: str | None = None
     params_hash: str | None = None
     parent_version: Version | None = None
+    refit_of: Version | None = None  # this version is the refit of that gated candidate (train.refit)
+    served_as: Version | None = None  # this gated candidate is served as that refit
 
 
 def checked(schema: type[Record], raw: Any, where: str) -> dict:
