@@ -7,11 +7,15 @@
    per-event features → user summaries of the champion's data and of the candidate's, the
    champion's catalogue counts. Several Evidently stattest settings are compared with the one
    params.yaml chooses.
+   `--day-sized`: the monitor's case instead — the fresh events are one day of the next batch
+   (`behaviour_drift(..., same_span=True)`, as flows/monitor.py calls it), also without the fix
+   (whole-history reference) for comparison; rows with "day-sized" in their config.
 2. The performance check (paired bootstrap over held-out users): two equally good models (one
    next-item scorer with independent noise of the same size; any block is a false block) and a
    worse one (more noise; a block is a detection), at the test-suite size and the default size.
 
     python bench/gate.py [--replicas 40] [--perf-replicas 200] [--drifts 0.05 0.1 0.2 0.3]
+    python bench/gate.py --day-sized [--replicas 20] [--drifts 0.1]   # adds/replaces the day-sized rows only
 """
 
 from __future__ import annotations
@@ -53,6 +57,44 @@ def replica(p: SyntheticParams, drift: float, work: Path) -> tuple[pd.DataFrame,
     events = ingest(raw, load_params(REPO / "params.yaml").ingest, Paths(work)).events
     old = events[events["ts"] < pd.Timestamp(p.start, tz="UTC") + pd.Timedelta(days=p.days_per_batch)]
     return events, old.groupby("user_id").size(), np.bincount(old["item_id"], minlength=int(old["item_id"].max()) + 1)
+
+
+def day_replica(p: SyntheticParams, drift: float, work: Path) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
+    """Champion = batch 0; fresh = one day (the 4th) of batch 1, as the monitor sees a day of landed events."""
+    events, seen, counts = replica(p, drift, work)
+    day = pd.Timestamp(p.start, tz="UTC") + pd.Timedelta(days=p.days_per_batch + 3)
+    old_or_day = (events["ts"] < day - pd.Timedelta(days=3)) | ((events["ts"] >= day) & (events["ts"] < day + pd.Timedelta(days=1)))
+    return events[old_or_day], seen, counts
+
+
+def day_sized_bench(replicas: int, drifts: list[float], gp: GateParams) -> list[dict]:
+    """False alarms and detections of the monitor's drift check on day-sized batches: as it runs now
+    (same-length stretches of the champion's data) and with the whole-history reference it had before."""
+    params = load_params(REPO / "params.yaml")
+    variants = {"day-sized (monitor)": True, "day-sized, whole-history reference (old)": False}
+    hits = {(name, d): 0 for name in variants for d in [0.0, *drifts]}
+    for r in range(replicas):
+        for d in [0.0, *drifts]:
+            p = params.data.synthetic.model_copy(update={"seed": 2000 + r})
+            with tempfile.TemporaryDirectory() as tmp:
+                events, seen, counts = day_replica(p, d, Path(tmp))
+            for name, same_span in variants.items():
+                hits[name, d] += behaviour_drift(events, seen, counts, gp, same_span=same_span)["dataset_drift"]
+        print(f"  day-sized replica {r + 1}/{replicas}", file=sys.stderr, flush=True)
+    return [{"config": name, "method": gp.drift_method, "threshold": gp.drift_threshold, "share_threshold": gp.drift_share_threshold,
+             "drift": d, "flagged": hits[name, d], "replicas": replicas, "rate": hits[name, d] / replicas}
+            for name, d in hits]
+
+
+def record_day_sized(out: Path, rows: list[dict], seconds: float) -> None:
+    """Replace the day-sized rows of an existing gate.json (the other rows are kept) and its day-sized targets."""
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["drift"] = [r for r in results.get("drift", []) if not r["config"].startswith("day-sized")] + rows
+    monitor = {r["drift"]: r["rate"] for r in rows if r["config"] == "day-sized (monitor)"}
+    results["day_sized_targets"] = {"false_alarm": monitor[0.0], "detection_at_0.1": monitor.get(0.1),
+                                    "met": monitor[0.0] <= 0.05 and (monitor.get(0.1) or 0) >= 0.9,
+                                    "replicas": rows[0]["replicas"], "seconds": seconds}
+    out.write_text(json.dumps(results, indent=2))
 
 
 def drift_bench(replicas: int, drifts: list[float], configs: dict[str, GateParams]) -> list[dict]:
@@ -166,11 +208,20 @@ def main() -> None:
     parser.add_argument("--worse-noise", type=float, default=1.1, help="score noise of the worse candidate")
     parser.add_argument("--better-noise", type=float, default=0.9, help="score noise of the better candidate")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--day-sized", action="store_true", help="only the monitor's day-sized drift replicas (rows merged into --out)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     np.seterr(all="ignore")
 
     gp = load_params(REPO / "params.yaml").gate
+    if args.day_sized:
+        started = time.perf_counter()
+        rows = day_sized_bench(args.replicas, args.drifts, gp)
+        print("\nMonitor drift check on day-sized batches (share of replicas flagged as dataset drift)")
+        print(drift_table(rows, args.drifts, gp.significant_drift))
+        record_day_sized(args.out, rows, time.perf_counter() - started)
+        print(f"wrote {args.out}")
+        return
     configs = {"params.yaml": gp, **{name: gp.model_copy(update={"drift_method": m, "drift_threshold": t or gp.drift_threshold})
                                      for name, (m, t) in ALTERNATIVES.items()}}
     started = time.perf_counter()

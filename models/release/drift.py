@@ -16,6 +16,11 @@ from seqops.config import GateParams
 # Per-user behaviour, all intensive (they do not grow with the length of a user's history), so the
 # champion's data and a later, longer history compare like with like.
 DRIFT_COLUMNS = ["events_per_session", "log_gap_s", "share_cart", "share_purchase", "mean_pop_rank", "new_item_share"]
+# What a short batch (the monitor's day of landed events) is judged on: how a day cuts sessions and
+# gaps depends on where and how long it is, not only on behaviour; what users do and which items
+# they pick does not. With half the features needed for a dataset drift, the two session-structure
+# features would also halve the power of a day's few users to see a real shift.
+SHORT_BATCH_COLUMNS = ["share_cart", "share_purchase", "mean_pop_rank", "new_item_share"]
 # Recommendations are paired (same users) and many (k per user): p-values would flag any change, so
 # prediction drift uses effect sizes — Wasserstein distance (in reference std units) and
 # Jensen-Shannon distance — at Evidently's customary 0.1.
@@ -48,17 +53,19 @@ def drift_columns(summary: pd.DataFrame, item_counts: np.ndarray) -> pd.DataFram
     return summary.assign(events_per_session=per_session, mean_pop_rank=stats[:, 0], new_item_share=stats[:, 1])[DRIFT_COLUMNS]
 
 
-def window_behaviour(events: pd.DataFrame, item_counts: np.ndarray, window: int, own: pd.DataFrame | None = None) -> pd.DataFrame:
+def window_behaviour(events: pd.DataFrame, item_counts: np.ndarray, window: int, own: pd.DataFrame | None = None,
+                     unit: str = "user_id") -> pd.DataFrame:
     """One row per user with at least `window` events: behaviour over their last `window` events
     (canonical events: user_id, item_id, ts, event_type, session_id). Every row summarises the same
-    number of events, so two sets of rows differ only if behaviour does.
+    number of events, so two sets of rows differ only if behaviour does. `unit` names the column
+    that makes a row (default the user; `time_windows` adds one per user and stretch of time).
 
     Item popularity is the item's rank among `item_counts` after taking out the user's own part of
     the counts (`own`: user_id, item_id, own): otherwise a user's niche items look popular in the
     data the counts came from, and only there — a drift that is not one."""
-    events = events.sort_values(["user_id", "ts"], kind="stable")
-    sizes = events.groupby("user_id")["item_id"].transform("size")
-    last = events[sizes >= window].groupby("user_id", sort=True).tail(window)
+    events = events.sort_values([unit, "ts"], kind="stable")
+    sizes = events.groupby(unit)["item_id"].transform("size")
+    last = events[sizes >= window].groupby(unit, sort=True).tail(window)
     if last.empty:
         return pd.DataFrame(columns=["user_id", *DRIFT_COLUMNS])
     known = len(item_counts) - 1
@@ -68,9 +75,9 @@ def window_behaviour(events: pd.DataFrame, item_counts: np.ndarray, window: int,
     ascending = np.sort(item_counts[1:])
     rank = len(ascending) - np.searchsorted(ascending, others, side="right") + 1  # 1 = most seen
     frame = pd.DataFrame({
-        "user_id": last["user_id"].to_numpy(),
+        "user_id": last[unit].to_numpy(),
         "session": last["session_id"].to_numpy(),
-        "log_gap_s": np.log1p(last.groupby("user_id")["ts"].diff().dt.total_seconds().to_numpy()),
+        "log_gap_s": np.log1p(last.groupby(unit)["ts"].diff().dt.total_seconds().to_numpy()),
         "share_cart": (last["event_type"] == "cart").to_numpy(np.float64),
         "share_purchase": (last["event_type"] == "purchase").to_numpy(np.float64),
         "mean_pop_rank": np.log1p(rank),
@@ -81,6 +88,20 @@ def window_behaviour(events: pd.DataFrame, item_counts: np.ndarray, window: int,
         share_purchase=("share_purchase", "mean"), mean_pop_rank=("mean_pop_rank", "mean"), new_item_share=("new_item_share", "mean"))
     per_user["events_per_session"] = window / per_user["sessions"]
     return per_user.reset_index()[["user_id", *DRIFT_COLUMNS]]
+
+
+def time_windows(events: pd.DataFrame, start: pd.Timestamp, span: pd.Timedelta) -> pd.DataFrame:
+    """`events` with a `window` column: one value per user and stretch of `span` (stretches aligned
+    at `start`). A batch that covers `span` of time truncates sessions and gaps at its edges; cut into
+    such stretches, the champion's data is truncated the same way (see `behaviour_drift`)."""
+    stretch = np.floor((events["ts"] - start) / span).astype(np.int64)
+    return events.assign(window=events.groupby([events["user_id"].to_numpy(), stretch.to_numpy()], sort=False).ngroup())
+
+
+def batch_span(events: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timedelta]:
+    """Where a batch of events starts and how much time it covers (at least a second)."""
+    start = events["ts"].min()
+    return start, max(events["ts"].max() - start, pd.Timedelta(seconds=1))
 
 
 def split_at(events: pd.DataFrame, seen: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -135,32 +156,43 @@ def _drift_report(reference: pd.DataFrame, current: pd.DataFrame, methods: dict[
 
 
 def evidently_reports(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path | None,
-                      gp: GateParams | None = None) -> dict:
+                      gp: GateParams | None = None, columns: list[str] = DRIFT_COLUMNS) -> dict:
     """Evidently behaviour drift (`gate.drift_method` per column, dataset drift at
     `gate.drift_share_threshold`) plus a data summary when the report is kept under `out_dir`."""
     gp = gp or GateParams()
-    methods = {c: (gp.drift_method, None if gp.drift_method == "auto" else gp.drift_threshold) for c in DRIFT_COLUMNS}
+    methods = {c: (gp.drift_method, None if gp.drift_method == "auto" else gp.drift_threshold) for c in columns}
     return _drift_report(reference, current, methods, gp.drift_share_threshold, out_dir, "drift_report", out_dir is not None)
 
 
 def behaviour_drift(events: pd.DataFrame, seen: pd.Series | None, item_counts: np.ndarray, gp: GateParams,
-                    out_dir: Path | None = None) -> dict:
+                    out_dir: Path | None = None, *, same_span: bool = False) -> dict:
     """The gate's drift decision: behaviour in the champion's training data (each user's first
     `seen[user]` events) vs behaviour in the events that are new since, both over each user's last
     `gate.drift_window` events, item popularity in the champion's catalogue; plus the share of users
-    with new events that the champion never saw. `seen=None` (no champion): the data vs itself."""
+    with new events that the champion never saw. `seen=None` (no champion): the data vs itself.
+
+    `same_span` (the monitor: the new events are a short batch, e.g. a day): the champion's data is
+    cut into stretches of the batch's time length, one reference row per user and stretch, and the
+    decision is over `SHORT_BATCH_COLUMNS`. A day holds only the part of a session or a gap that
+    falls inside it, so against whole histories events per session, gaps and type shares drift by
+    construction (false alarms); against day-sized stretches of the champion's data they compare
+    like with like."""
     old, new = split_at(events, seen) if seen is not None else (events, events)
     own = old.groupby(["user_id", "item_id"]).size().rename("own").reset_index()
-    reference = window_behaviour(old, item_counts, gp.drift_window, own)
+    if same_span and len(new):
+        reference = window_behaviour(time_windows(old, *batch_span(new)), item_counts, gp.drift_window, own, unit="window")
+    else:
+        reference = window_behaviour(old, item_counts, gp.drift_window, own)
     current = window_behaviour(new, item_counts, gp.drift_window, own)
     active = new["user_id"].drop_duplicates()
     new_users = float((~active.isin(seen.index)).mean()) if seen is not None and len(active) else 0.0
     extra = {"new_user_share": new_users, "n_new_events": len(new) if seen is not None else 0, "window": gp.drift_window}
+    columns = SHORT_BATCH_COLUMNS if same_span else DRIFT_COLUMNS
     if min(len(reference), len(current)) < 2:
-        return {**extra, "drift_share": 0.0, "drifted_columns": 0, "n_columns": len(DRIFT_COLUMNS), "dataset_drift": False,
+        return {**extra, "drift_share": 0.0, "drifted_columns": 0, "n_columns": len(columns), "dataset_drift": False,
                 "share_threshold": gp.drift_share_threshold, "columns": {}, "column_scores": {}, "html": None, "json": None,
                 "n_reference": len(reference), "n_current": len(current)}
-    return {**evidently_reports(reference, current, out_dir, gp), **extra}
+    return {**evidently_reports(reference, current, out_dir, gp, columns), **extra}
 
 
 # -- prediction drift -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
 from seqops.models.training.evaluate import metrics_from_ranks, top_items as top_k
 from seqops.models.release.drift import (
-    DRIFT_COLUMNS, behaviour_drift, drift_columns, evidently_reports, prediction_drift, split_at, window_behaviour,
+    DRIFT_COLUMNS, behaviour_drift, drift_columns, evidently_reports, prediction_drift, split_at, time_windows, window_behaviour,
 )
 from seqops.models.release.policy import Check, bootstrap_means, compare, decide, performance_check
 from seqops.models.training.evaluate import per_user
@@ -170,3 +170,38 @@ def test_top_k_skips_padding_and_excluded_items_and_identical_lists_do_not_drift
     top = top_k(rng.normal(size=(200, 41)), 10)
     result = prediction_drift(top, top.copy(), np.r_[0, np.arange(40, 0, -1)], np.array(["c0", *["c1", "c2"] * 20]), tmp_path)
     assert result["overlap_at_k"] == 1.0 and not result["dataset_drift"] and Path(result["html"]).exists()
+
+
+@pytest.fixture(scope="module")
+def day_batches(tmp_path_factory):
+    """What the monitor compares: a champion's 14-day batch, and one day of the next batch (without
+    and with drift) as fresh events — arguments of `behaviour_drift`."""
+    out = {}
+    for drift in (0.0, 0.3):
+        root = tmp_path_factory.mktemp(f"day{drift}")
+        p = SyntheticParams(n_users=2000, n_items=300, n_categories=8, seed=2)
+        write_batch(p, root / "raw", 0)
+        write_batch(p.model_copy(update={"drift": drift}), root / "raw", 1)
+        events = ingest(root / "raw", IngestParams(), Paths(root)).events
+        end = pd.Timestamp(p.start, tz="UTC") + pd.Timedelta(days=p.days_per_batch)
+        old = events[events["ts"] < end]
+        day = events[(events["ts"] >= end + pd.Timedelta(days=3)) & (events["ts"] < end + pd.Timedelta(days=4))]
+        out[drift] = (pd.concat([old, day]), old.groupby("user_id").size(), np.bincount(old["item_id"]))
+    return out
+
+
+def test_a_day_of_fresh_events_without_drift_does_not_alarm_and_one_with_drift_does(day_batches, tmp_path):
+    whole = behaviour_drift(*day_batches[0.0], GateParams(), tmp_path / "whole")
+    # the cause: a day truncates sessions and gaps, so against whole histories they drift by construction
+    assert whole["columns"]["events_per_session"]["drifted"] and whole["columns"]["log_gap_s"]["drifted"]
+    calm = behaviour_drift(*day_batches[0.0], GateParams(), tmp_path / "calm", same_span=True)
+    assert not calm["dataset_drift"] and not any(c["drifted"] for c in calm["columns"].values()), calm["column_scores"]
+    assert calm["n_current"] > 100 and calm["n_reference"] > calm["n_current"]
+    assert behaviour_drift(*day_batches[0.3], GateParams(), same_span=True)["dataset_drift"]
+
+
+def test_time_windows_cut_each_users_history_into_stretches_aligned_with_the_batch():
+    events = events_frame([(1, 1, 0, "view", 1), (1, 2, 50, "view", 1), (1, 3, 150, "view", 1), (2, 4, 60, "view", 2)])
+    windows = time_windows(events, pd.Timestamp(100, unit="s", tz="UTC"), pd.Timedelta(seconds=100))
+    # stretches [0, 100) and [100, 200) per user: user 1's first two events share one, user 2 has its own
+    assert windows["window"].nunique() == 3 and windows["window"].iloc[0] == windows["window"].iloc[1]
