@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from seqops.config import load_params, project_paths
+from seqops.config import FlowParams, load_params, project_paths
 from seqops.features.ingest import RAW_COLUMNS
 from seqops.features.sequences import canonical_from_raw
 from seqops.models.training.artifact import Artifact
@@ -24,9 +24,11 @@ from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
 from seqops.serving.logs import adopt_orphans
 
+REQUEST_COLUMNS = ["time", "user_id", "items", "fallback", "client"]
+
 
 def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
-    """/recommend answers from the request log (time, user_id, items, fallback), from `since` on."""
+    """/recommend answers from the request log (time, user_id, items, fallback, client), from `since` on."""
     rows = []
     for path in sorted(directory.glob("requests-*.jsonl")):
         if since is not None and path.stem.removeprefix("requests-") < f"{since:%Y-%m-%d}":
@@ -37,8 +39,9 @@ def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.Data
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
             if record.get("endpoint") == "recommend" and record.get("status") == 200:
-                rows.append({k: record.get(k) for k in ("time", "user_id", "items", "fallback")})
-    frame = pd.DataFrame(rows, columns=["time", "user_id", "items", "fallback"])
+                rows.append({k: record.get(k) for k in REQUEST_COLUMNS})
+    frame = pd.DataFrame(rows, columns=REQUEST_COLUMNS)
+    frame["client"] = frame["client"].fillna("unknown")  # logs written before the guard named clients
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     return frame if since is None else frame[frame["time"] >= since]
 
@@ -52,10 +55,26 @@ def landed_events(landing: Path) -> tuple[list[Path], pd.DataFrame]:
     return files, raw
 
 
-def serving_quality(requests: pd.DataFrame, fresh_raw: pd.DataFrame) -> dict:
-    """Answers, fallback share, and the online hit rate of fresh raw events (user_id, item_id,
-    timestamp in unix s) against each user's latest earlier answer."""
-    out = {"answers": len(requests), "fallback_share": float(requests["fallback"].astype(bool).mean()) if len(requests) else 0.0}
+def counted_fallbacks(requests: pd.DataFrame, per_client: bool = True) -> pd.Series:
+    """Which answers the fallback trigger counts (True = given by the popularity fallback): with
+    `per_client`, all but those of the client that received the most fallback answers. One client
+    asking for many unknown users — a burst, a scraper, a misconfigured caller — then cannot move
+    the trigger alone: the share, and the minimum number of answers, come from everyone else.
+    (Behind a single reverse proxy every request has one client: `flows.fallback_per_client: false`.)"""
+    fallback = requests["fallback"].astype(bool)
+    if per_client and len(requests):
+        loudest = fallback.groupby(requests["client"]).sum().idxmax()
+        fallback = fallback[requests["client"] != loudest]
+    return fallback
+
+
+def serving_quality(requests: pd.DataFrame, fresh_raw: pd.DataFrame, per_client: bool = True) -> dict:
+    """Answers, the fallback share of the counted ones (`counted_fallbacks`), and the online hit
+    rate of fresh raw events (user_id, item_id, timestamp in unix s) against each user's latest
+    earlier answer."""
+    counted = counted_fallbacks(requests, per_client)
+    out = {"answers": len(requests), "clients": int(requests["client"].nunique()), "counted_answers": len(counted),
+           "fallback_share": float(counted.mean()) if len(counted) else 0.0}
     events = fresh_raw.assign(time=pd.to_datetime(pd.to_numeric(fresh_raw["timestamp"], errors="coerce"), unit="s", utc=True),
                               user_id=fresh_raw["user_id"].astype(str)).dropna(subset=["time"])
     answered = requests[~requests["fallback"].astype(bool)].assign(user_id=lambda f: f["user_id"].astype(str))
@@ -65,6 +84,11 @@ def serving_quality(requests: pd.DataFrame, fresh_raw: pd.DataFrame) -> dict:
                             on="time", by="user_id", direction="backward").dropna(subset=["items"])
     hits = [str(item) in set(map(str, items)) for item, items in zip(matched["item_id"], matched["items"])]
     return {**out, "hit_rate": float(np.mean(hits)) if hits else None, "events_after_an_answer": len(hits)}
+
+
+def quality_dropped(quality: dict, flows: FlowParams) -> bool:
+    """More of the counted answers than `flows.max_fallback_share` came from the fallback, with enough of them to judge."""
+    return quality["counted_answers"] >= flows.monitor_min_requests and quality["fallback_share"] > flows.max_fallback_share
 
 
 def trigger_retrain(project: str) -> str:
@@ -92,8 +116,9 @@ def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict 
         return None
     known = pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type", "session_id"])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    # same_span: landed events cover hours or days, the champion's data weeks — compare stretches of equal length
     drift = behaviour_drift(pd.concat([known, fresh], ignore_index=True), known.groupby("user_id").size(),
-                            artifact.popularity.counts, params.gate, paths.reports / "monitor" / stamp)
+                            artifact.popularity.counts, params.gate, paths.reports / "monitor" / stamp, same_span=True)
     return {**drift, "users": int(fresh["user_id"].nunique())}
 
 
@@ -110,7 +135,7 @@ def monitor_markdown(result: dict, drift: dict | None, params) -> str:
                   f"(threshold {params.gate.drift_share_threshold:.2f})", "", "| feature | drift score |", "|---|---|",
                   *(f"| {col} | {score:.4g} |" for col, score in drift["column_scores"].items()), "",
                   f"Evidently report: `{drift['html']}`", ""]
-    lines.append(f"Serving since the promote: {quality['answers']} answers, fallback share {quality['fallback_share']:.1%} "
+    lines.append(f"Serving since the promote: {quality['answers']} answers from {quality['clients']} clients, fallback share {quality['fallback_share']:.1%} "
                  f"(max {params.flows.max_fallback_share:.0%}), online hit rate {quality['hit_rate']} "
                  f"over {quality['events_after_an_answer']} events")
     return "\n".join(lines) + "\n"
@@ -128,8 +153,9 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
         logger.info("nothing to monitor: no champion yet")
         return {"status": "idle"}
     files, raw = landed_events(paths.landing)
-    quality = serving_quality(read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw)
-    quality_drop = quality["answers"] >= params.flows.monitor_min_requests and quality["fallback_share"] > params.flows.max_fallback_share
+    quality = serving_quality(read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw,
+                              params.flows.fallback_per_client)
+    quality_drop = quality_dropped(quality, params.flows)
     drift = behaviour_drift_of(paths, params, champion, raw) if files else None
     if drift is not None and drift["dataset_drift"]:
         status = "drift"

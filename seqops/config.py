@@ -181,6 +181,14 @@ class ServingParams(Section):
     quantize: bool = Field(False, description="int8 dynamic quantisation of the model's Linear layers")
     max_events: int = Field(100, gt=0, description="most events one POST /events may carry")
     request_log: bool = Field(True, description="log every answer to .seqops/logs/requests/*.jsonl")
+    auth: Literal["off", "writes", "all"] = Field(
+        "writes", description="which routes ask for the bearer token when one is set: writes (POST /events) or all but the probes")
+    token_env: str = Field("SEQOPS_API_TOKEN", description="environment variable holding the API token (the token never goes in params.yaml)")
+    token_file: str | None = Field(None, description="or a file holding it (e.g. a mounted secret), relative to the project folder")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="larger request bodies are refused with 413 before they are parsed")
+    rate_limit_per_s: float = Field(2000.0, ge=0, description="requests per second per client and worker (0 = no limit); past it 429")
+    rate_burst: int = Field(4000, gt=0, description="requests a client may send at once before the rate applies")
+    request_timeout_s: float = Field(30.0, gt=0, description="a request not answered by then gets 504 and is cancelled")
 
 
 class FlowParams(Section):
@@ -190,6 +198,8 @@ class FlowParams(Section):
     monitor_min_users: int = Field(50, gt=0, description="fewer fresh users than this: too little to judge drift")
     monitor_min_requests: int = Field(100, gt=0, description="fewer answers than this since the promote: too few to judge serving")
     max_fallback_share: float = Field(0.25, ge=0, le=1, description="more answers from the popularity fallback: retrain")
+    fallback_per_client: bool = Field(True, description="the fallback share leaves out the client with the most fallback "
+                                                        "answers (one client cannot trigger a retrain); false behind a single proxy")
 
 
 class Params(Section):

@@ -23,6 +23,11 @@ EXTRA_ERRORS = {  # status → (component, description)
     "422": ("Unprocessable", "Unprocessable Content: the body matches the schema but names an unknown item or "
                              "category, its lists disagree in length, or a timestamp is in the future"),
     "503": ("Unavailable", "Service Unavailable: no champion model yet, or the feature store cannot be reached"),
+    # the guard's answers (serving/guard.py)
+    "401": ("Unauthorized", "Unauthorized: this route needs `Authorization: Bearer <token>` (serving.auth)"),
+    "413": ("TooLarge", "Content Too Large: the body is over serving.max_body_bytes"),
+    "429": ("TooManyRequests", "Too Many Requests: over this client's rate; retry after `Retry-After` seconds"),
+    "504": ("Timeout", "Gateway Timeout: not answered within serving.request_timeout_s"),
 }
 
 

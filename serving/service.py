@@ -16,6 +16,10 @@ thread while the old one answers); each answer names the model version that prod
 Request path: validation (pydantic, in BentoML) on the event loop → the micro-batcher → the engine's
 single worker thread (one Feast read and one forward pass per batch) → JSON. See serving/engine.py.
 
+Guard (serving/guard.py): 413 = body over `serving.max_body_bytes` (refused before parsing),
+401 = no valid bearer token where `serving.auth` asks for one ($SEQOPS_API_TOKEN), 429 = over the
+client's rate, 504 = not answered within `serving.request_timeout_s`.
+
 Errors: 400 = the body breaks the published schema, 422 = it matches but cannot be processed (an
 unknown item or category, lists of different lengths, a future timestamp), 404 = no such head or
 history, 503 = no champion or no feature store; the body is always `{"error", "detail": [...]}`
@@ -46,6 +50,7 @@ from seqops.models.release.registry import use_bentoml_home
 from seqops.serving.batcher import MicroBatcher
 from seqops.serving.engine import Engine, RequestError, engine_executor
 from seqops.serving.edge import Edge
+from seqops.serving.guard import CLIENT, Guard, load_token
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
 from seqops.serving.schemas import (
     ChurnResponse,
@@ -123,7 +128,7 @@ metadata_app = FastAPI(title="seqops metadata")
 @bentoml.service(
     name="seqops-recommender",
     workers=PARAMS.serving.workers,
-    traffic={"timeout": 30},
+    traffic={"timeout": PARAMS.serving.request_timeout_s},  # 504 past it (serving/guard.py)
     logging={"access": {"enabled": False}},  # every answer is in the request log instead
 )
 class Recommender:
@@ -176,6 +181,7 @@ class Recommender:
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             "fallback": body.get("fallback", False),
             "fallback_reason": body.get("fallback_reason"),
+            "client": CLIENT.get(),  # address or token hash (serving/guard.py): the monitor weighs clients, not requests
             **({"error": body["error"][:LOGGED_MESSAGE_CHARS]} if "error" in body else {}),
         })
 
@@ -261,4 +267,6 @@ class Recommender:
             return error_response(exc)
 
 
+# The guard first (outermost of the two): oversized, unauthenticated and over-rate requests stop there.
+Recommender.add_asgi_middleware(Guard, params=PARAMS.serving, token=load_token(PARAMS.serving, PATHS.project))
 Recommender.add_asgi_middleware(Edge, service=Recommender)
