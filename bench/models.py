@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -34,7 +35,7 @@ import torch
 
 from seqops.config import EvaluateParams, IngestParams, ModelParams, Paths, TrainParams
 from seqops.features.ingest import ingest
-from seqops.models.training.evaluate import evaluate
+from seqops.models.training.evaluate import evaluate_seen_both_ways
 from seqops.models.training.train import resolve_device, score_fn_for, train_model
 from seqops.models.nets.zoo import build_model
 
@@ -47,7 +48,10 @@ MODELS = {
     "popularity": ("popularity", {}, {}),
     "markov": ("markov", {}, {}),
     "sasrec-ce": ("sasrec", {"loss": "ce"}, {}),
-    "sasrec-sampled": ("sasrec", {"loss": "sampled", "n_negatives": 256}, {}),
+    "sasrec-sampled": ("sasrec", {"loss": "sampled", "n_negatives": 1024, "negatives": "uniform"}, {}),
+    "sasrec-sampled-pop": ("sasrec", {"loss": "sampled", "n_negatives": 2048, "negatives": "popularity"}, {}),
+    "sasrec-inbatch": ("sasrec", {"loss": "sampled", "negatives": "in_batch"}, {}),
+    "sasrec-gbce": ("sasrec", {"loss": "gbce", "n_negatives": 256, "negatives": "uniform", "gbce_t": 0.75}, {}),
     "sasrec-bce": ("sasrec", {"loss": "bce"}, {}),
     "bert4rec": ("bert4rec", {"mask_prob": 0.2}, {}),
     "gru4rec": ("gru4rec", {"loss": "ce", "num_layers": 1}, {}),
@@ -75,8 +79,10 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
     model_p = ModelParams(**{"kind": kind, "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
                              "dropout": args.dropout, **model_overrides})
     train_p = TrainParams(**{"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
-                             "device": args.device, "amp": args.amp, "max_minutes": args.budget_min, **train_overrides})
-    eval_p = EvaluateParams(ks=[5, 10, 20])
+                             "device": args.device, "amp": args.amp, "max_minutes": args.budget_min,
+                             "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps,
+                             "weight_decay": args.weight_decay, **train_overrides})
+    eval_p = EvaluateParams(ks=[5, 10, 20], exclude_seen=args.select_exclude_seen)  # the validation (early stopping) protocol
     torch.manual_seed(0)
     model = build_model(model_p, n_items, args.max_len)
     valid = rng.choice(len(split["valid_targets"]), size=min(args.valid_users, len(split["valid_targets"])), replace=False)
@@ -93,17 +99,29 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
     train_s = sum(row["seconds"] for row in result.history)
     score = score_fn_for(model, args.max_len, resolve_device(args.device))
     t0 = time.perf_counter()
-    test = evaluate(score, split["test_inputs"], split["test_targets"], eval_p, progress=True)
+    both = evaluate_seen_both_ways(score, split["test_inputs"], split["test_targets"], eval_p, progress=True)
     infer_s = time.perf_counter() - t0
+    excluded, included = both[True], both[False]
     return {
-        "model": name, "kind": kind, "loss": model_p.loss if kind not in ("popularity", "markov") else "-",
-        "ndcg@10": test["ndcg@10"], "hr@10": test["hr@10"], "mrr": test["mrr"], "test": test,
+        "model": name, "kind": kind, "loss": loss_label(kind, model_p),
+        "ndcg@10": excluded["ndcg@10"], "hr@10": excluded["hr@10"], "mrr": excluded["mrr"], "test": excluded,
+        "ndcg@10_seen_included": included["ndcg@10"], "hr@10_seen_included": included["hr@10"],
+        "mrr_seen_included": included["mrr"], "test_seen_included": included,
+        "validation_seen_excluded": eval_p.exclude_seen,
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped, "best_val_ndcg@10": result.best["val_ndcg@10"],
         "train_wall_s": wall, "train_s": train_s,
         "train_seq_per_s": float(np.mean([row["seq_per_s"] for row in result.history])),
         "infer_users_per_s": len(split["test_targets"]) / infer_s,
         "params": int(sum(p.numel() for p in model.parameters())), "note": note, "history": result.history,
     }
+
+
+def loss_label(kind: str, p: ModelParams) -> str:
+    if kind in ("popularity", "markov"):
+        return "-"
+    if p.loss in ("sampled", "gbce"):
+        return f"{p.loss} {p.negatives}" + ("" if p.negatives == "in_batch" else f" {p.n_negatives}")
+    return p.loss
 
 
 def table_order(row: dict) -> tuple[int, str]:
@@ -113,12 +131,36 @@ def table_order(row: dict) -> tuple[int, str]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'model':<15}{'loss':<9}{'NDCG@10':>9}{'HR@10':>8}{'MRR':>8}{'epochs':>8}{'train s':>9}{'train seq/s':>13}{'infer users/s':>15}"
+    """NDCG/HR with seen items excluded (published protocol) | included; rows measured before both
+    protocols were kept have the included numbers only (shown as excluded: '-')."""
+    head = (f"{'model':<22}{'loss':<22}{'NDCG@10 ex|in':>16}{'HR@10 ex|in':>16}{'epochs':>8}{'train s':>9}"
+            f"{'train seq/s':>13}{'infer users/s':>15}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['model']:<15}{r['loss']:<9}{r['ndcg@10']:>9.4f}{r['hr@10']:>8.4f}{r['mrr']:>8.4f}{r['epochs']:>8}"
+        ndcg, hr = protocol_pair(r, "ndcg@10"), protocol_pair(r, "hr@10")
+        print(f"{r['model']:<22}{r['loss']:<22}{ndcg:>16}{hr:>16}{r['epochs']:>8}"
               f"{r['train_wall_s']:>9.0f}{r['train_seq_per_s']:>13.0f}{r['infer_users_per_s']:>15.0f}  {r['note']}")
+
+
+def protocol_pair(row: dict, metric: str) -> str:
+    if f"{metric}_seen_included" not in row:  # an older row: one protocol, seen items included
+        return f"- | {row[metric]:.4f}"
+    return f"{row[metric]:.4f} | {row[f'{metric}_seen_included']:.4f}"
+
+
+def write_row(out: Path, row: dict, header: dict) -> list[dict]:
+    """Merge `row` into the results file as it is NOW (another bench process may have written rows
+    since this one started) and return the ordered rows."""
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    rows = {r["model"]: r for r in previous.get("rows", [])} if previous.get("data") == header["data"] else {}
+    rows[row["model"]] = row
+    ordered = sorted(rows.values(), key=table_order)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**header, "rows": ordered}, indent=1, default=float))
+    tmp.replace(out)
+    return ordered
 
 
 def main() -> None:
@@ -135,6 +177,11 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=20.0, help="most minutes of training per model")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine", "linear"])
+    parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--select-include-seen", dest="select_exclude_seen", action="store_false",
+                        help="validate (early stopping) with history items ranked; default: excluded, the published protocol")
     parser.add_argument("--name-suffix", default="", help="store the rows as MODEL+SUFFIX (e.g. a second setting of one model)")
     parser.add_argument("--valid-users", type=int, default=5000)
     parser.add_argument("--lm-users", type=int, default=2000)
@@ -152,26 +199,24 @@ def main() -> None:
     print(f"{args.data.name}: {len(seqs):,} users, {n_items:,} items, {sum(map(len, seqs)):,} events; "
           f"device {resolve_device(args.device)}", file=sys.stderr)
     out = args.out if args.out.is_absolute() else REPO / args.out
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    rows = {r["model"]: r for r in previous.get("rows", [])} if previous.get("data") == args.data.name else {}
+    header = {
+        "data": args.data.name, "users": len(seqs), "items": n_items, "events": int(sum(map(len, seqs))),
+        "protocol": "leave-one-out (last item test, second-to-last validation), full ranking over all items; each row's "
+                    "ndcg@10/hr@10/mrr/test with the user's history items excluded from the ranking (the published "
+                    "protocol), *_seen_included with them ranked; rows without *_seen_included predate this and "
+                    "have ranked history items in ndcg@10 (protocol_note); early stopping on validation NDCG@10 of sampled users",
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "models"},
+        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
     for name in args.models:
         print(f"== {name}", file=sys.stderr, flush=True)
         row = run_model(name, split, n_items, args, np.random.default_rng(0))
         row["model"] += args.name_suffix
         row["settings"] = {"lr": args.lr, "dropout": args.dropout, "budget_min": args.budget_min, "threads": torch.get_num_threads(), "amp": args.amp,
-                           "patience": args.patience}
-        rows[row["model"]] = row
-        ordered = sorted(rows.values(), key=table_order)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "data": args.data.name, "users": len(seqs), "items": n_items, "events": int(sum(map(len, seqs))),
-            "protocol": "leave-one-out (last item test, second-to-last validation), full ranking over all items, "
-                        "history items not excluded; early stopping on validation NDCG@10 of sampled users",
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "models"},
-            "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
-                        "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "rows": ordered,
-        }, indent=1, default=float))
+                           "patience": args.patience, "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps,
+                           "weight_decay": args.weight_decay, "load_average": list(os.getloadavg())}
+        ordered = write_row(out, row, header)
         print_table(ordered)
 
 

@@ -92,8 +92,10 @@ ModelKind = Literal["sasrec", "bert4rec", "gru4rec", "lstm", "lm", "markov", "po
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
 Head = Literal["next_item", "next_action", "churn"]
 HEADS: tuple[str, ...] = get_args(Head)
-ItemLoss = Literal["ce", "bce", "sampled"]
+ItemLoss = Literal["ce", "bce", "sampled", "gbce"]
 ITEM_LOSSES: tuple[str, ...] = get_args(ItemLoss)
+NegativeSampler = Literal["uniform", "popularity", "in_batch"]
+NEGATIVE_SAMPLERS: tuple[str, ...] = get_args(NegativeSampler)
 
 
 class ModelParams(Section):
@@ -103,8 +105,12 @@ class ModelParams(Section):
     num_heads: int = Field(2, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
     loss: ItemLoss = Field(
-        "ce", description="next-item loss: full softmax | BCE with one negative | sampled softmax")
-    n_negatives: int = Field(100, gt=0, description="negatives of the sampled softmax")
+        "ce", description="next-item loss: full softmax | BCE with one negative | sampled softmax (logQ-corrected) | "
+                          "gbce: gSASRec's generalised BCE over n_negatives")
+    n_negatives: int = Field(1024, gt=0, description="sampled/gbce: negatives drawn per batch, shared by its rows")
+    negatives: NegativeSampler = Field(
+        "uniform", description="sampled/gbce negatives: uniform | popularity (training counts) | in_batch (the batch's targets)")
+    gbce_t: float = Field(0.75, ge=0, le=1, description="gbce calibration t: 0 = plain BCE, 1 = calibrated to the full softmax")
     mask_prob: float = Field(0.2, gt=0, lt=1, description="bert4rec: share of items masked in training")
     heads: list[Head] = Field(["next_item"], min_length=1, description="next_item plus optional next_action, churn")
     aux_weight: float = Field(0.5, ge=0, description="weight of the next_action and churn losses")
@@ -119,7 +125,11 @@ class TrainParams(Section):
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled decay of weight matrices and embeddings (not biases, LayerNorm)")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="after warm-up: constant lr, or cosine / linear decay to 0 at the end of training "
+                                "(the nearer of `epochs` and `max_minutes`)")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear lr warm-up from 0")
     patience: int = Field(3, ge=1, description="epochs without validation NDCG gain before stopping")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -15,6 +15,7 @@ went quiet for longer than the churn horizon after event t, 0.0 when not, -1 = u
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from seqops.config import HEADS, ITEM_LOSSES
+from seqops.config import HEADS, ITEM_LOSSES, NEGATIVE_SAMPLERS
 
 if TYPE_CHECKING:
     from seqops.config import ModelParams
@@ -36,8 +37,10 @@ class SeqRecConfig(PreTrainedConfig):
     hidden_size: int = 64
     dropout: float = 0.2
     initializer_range: float = 0.02
-    loss: str = "ce"  # ce: full softmax | bce: one sampled negative | sampled: softmax over n_negatives
-    n_negatives: int = 100
+    loss: str = "ce"  # ce: full softmax | bce: one negative | sampled: softmax over n_negatives | gbce: gSASRec
+    n_negatives: int = 1024  # shared by the batch (sampled, gbce)
+    negatives: str = "uniform"  # uniform | popularity | in_batch (see draw_negatives)
+    gbce_t: float = 0.75  # gbce calibration t in [0, 1]
     event_types: list[str] | None = None  # names of type ids 1..; set: types are embedded in the input
     heads: list[str] | None = None  # subset of HEADS; None = next_item only
     aux_weight: float = 0.5  # weight of the next-action and churn losses beside the item loss
@@ -52,28 +55,101 @@ class SeqRecOutput(ModelOutput):
 
 
 def sampled_item_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, kind: str,
-                      n_negatives: int) -> torch.Tensor:
+                      n_negatives: int, negatives: str = "uniform", item_counts: torch.Tensor | None = None,
+                      gbce_t: float = 0.75) -> torch.Tensor:
     """Mean next-item loss for [N, H] target-position states against the [n_items + 1, H] table.
 
-    ce: softmax over every item; bce: the target against one uniform negative per position (the
-    original SASRec); sampled: softmax over the target and `n_negatives` uniform negatives shared
-    by the batch (accidental hits removed). Uniform sampling needs no logQ correction.
+    ce: softmax over every item. bce: the target against one uniform negative per position (the
+    original SASRec). sampled: softmax over the target and `n_negatives` negatives shared by the
+    batch, drawn by `negatives` (see `draw_negatives`), with the logQ correction. gbce: gSASRec's
+    generalised BCE over the same shared negatives (`gbce_beta`).
     """
     n_items = table.shape[0] - 1
     if kind == "ce":  # against items 1..n_items only: padding is never a class (no -inf column to write)
         return F.cross_entropy((hidden @ table[1:].T).float(), targets - 1)
-    positive = (hidden * table[targets]).sum(-1).float()
     if kind == "bce":
-        negatives = torch.randint(1, n_items + 1, targets.shape, device=targets.device)
-        negative = (hidden * table[negatives]).sum(-1).float()
+        positive = (hidden * table[targets]).sum(-1).float()
+        negative_ids = torch.randint(1, n_items + 1, targets.shape, device=targets.device)
+        negative = (hidden * table[negative_ids]).sum(-1).float()
         return F.softplus(-positive).mean() + F.softplus(negative).mean()
-    if kind == "sampled":
-        negatives = torch.randint(1, n_items + 1, (n_negatives,), device=targets.device)
-        negative = (hidden @ table[negatives].T).float()
-        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-        logits = torch.cat([positive[:, None], negative], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
-    raise ValueError(f"unknown item loss {kind!r}: one of {', '.join(ITEM_LOSSES)}")
+    if kind not in ("sampled", "gbce"):
+        raise ValueError(f"unknown item loss {kind!r}: one of {', '.join(ITEM_LOSSES)}")
+    if negatives == "in_batch":
+        return in_batch_softmax(hidden, targets, table) if kind == "sampled" else \
+            gbce_loss(hidden, targets, table, *batch_candidates(targets), gbce_t)
+    negative_ids, log_expected = draw_negatives(targets, n_items, negatives, n_negatives, item_counts)
+    if kind == "gbce":
+        return gbce_loss(hidden, targets, table, negative_ids, log_expected, gbce_t)
+    positive = (hidden * table[targets]).sum(-1).float()
+    return logq_softmax_loss(positive, (hidden @ table[negative_ids].T).float(), negative_ids, targets, log_expected)
+
+
+def logq_softmax_loss(positive: torch.Tensor, negative: torch.Tensor, negative_ids: torch.Tensor, targets: torch.Tensor,
+                      log_expected: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the [N] positive logits against [N, K] shared negative logits, each negative
+    lowered by the log of its expected count log(K q) (it stands for 1 / (K q) items); negatives equal
+    to the row's own target (accidental hits) are left out."""
+    negative = (negative - log_expected).masked_fill(negative_ids[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([positive[:, None], negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def draw_negatives(targets: torch.Tensor, n_items: int, scheme: str, k: int,
+                   item_counts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`k` negative ids (with replacement, shared by the batch) and the log of each one's expected
+    count among the k draws, log(k q(i)). The positive is always a candidate (not drawn), so only
+    negatives are corrected: sum_j exp(s_j) / (k q_j) is then an unbiased estimate of the full
+    softmax's sum over all items, and the sampled loss tracks full CE instead of a 1 + k-way
+    softmax that the positive wins early (the uncorrected loss kept falling while ranking over all
+    items got worse). uniform: q = 1/n_items; popularity: q ∝ the training count of each item + 1
+    (`item_counts`, set by the trainer through `SeqRecModel.set_item_counts`)."""
+    device = targets.device
+    if scheme == "uniform":
+        ids = torch.randint(1, n_items + 1, (k,), device=device)
+        return ids, torch.full((k,), math.log(k / n_items), device=device)
+    if scheme == "popularity":
+        if item_counts is None:
+            raise ValueError("popularity negatives need item counts: SeqRecModel.set_item_counts (train_model sets them)")
+        q = item_counts[: n_items + 1].float().to(device)
+        q = q / q.sum()
+        ids = torch.multinomial(q, k, replacement=True)
+        return ids, torch.log(k * q[ids])
+    raise ValueError(f"unknown negative sampler {scheme!r}: one of {', '.join(NEGATIVE_SAMPLERS)}")
+
+
+def batch_candidates(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-batch candidates: the batch's distinct targets and the log of each one's count among them
+    (its expected count under popularity sampling, estimated by the batch itself)."""
+    ids, counts = torch.unique(targets, return_counts=True)
+    return ids, counts.float().log()
+
+
+def in_batch_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Softmax over the batch's distinct targets. The positive is one of those draws itself, so its
+    logit is logQ-corrected like every other column (Yi et al. 2019), else popular items, which are
+    in almost every batch, would be pushed down far more than full CE does."""
+    ids, log_expected = batch_candidates(targets)
+    logits = (hidden @ table[ids].T).float() - log_expected
+    return F.cross_entropy(logits, torch.searchsorted(ids, targets))
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's beta = alpha (t (1 - 1/alpha) + 1/alpha) with the sampling rate alpha = k / (n_items - 1);
+    t = 0: plain BCE (beta 1), t = 1: beta = alpha, fully calibrated to the full softmax."""
+    alpha = min(n_negatives / max(n_items - 1, 1), 1.0)
+    return alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+
+
+def gbce_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negative_ids: torch.Tensor,
+              log_expected: torch.Tensor, t: float) -> torch.Tensor:
+    """Generalised BCE (Petrov & Macdonald 2023): -log(sigmoid(s+)^beta) - sum_j log(1 - sigmoid(s_j)),
+    per position, averaged. Accidental hits are left out; no logQ (BCE has no partition to estimate)."""
+    del log_expected
+    beta = gbce_beta(len(negative_ids), table.shape[0] - 1, t)
+    positive = (hidden * table[targets]).sum(-1).float()
+    negative = (hidden @ table[negative_ids].T).float()
+    is_negative = (negative_ids[None, :] != targets[:, None]).float()
+    return (beta * F.softplus(-positive) + (F.softplus(negative) * is_negative).sum(-1)).mean()
 
 
 class SeqRecModel(PreTrainedModel):
@@ -91,6 +167,8 @@ class SeqRecModel(PreTrainedModel):
             raise ValueError(f"unknown heads {sorted(unknown)}: choose from {', '.join(HEADS)}")
         if config.loss not in ITEM_LOSSES:
             raise ValueError(f"unknown item loss {config.loss!r}: one of {', '.join(ITEM_LOSSES)}")
+        if config.negatives not in NEGATIVE_SAMPLERS:
+            raise ValueError(f"unknown negative sampler {config.negatives!r}: one of {', '.join(NEGATIVE_SAMPLERS)}")
         n_types = len(config.event_types or ())
         if {"next_action", "churn"} & set(config.heads or ()) and not n_types:
             raise ValueError("next_action/churn heads need config.event_types")
@@ -98,6 +176,7 @@ class SeqRecModel(PreTrainedModel):
         self.type_emb = nn.Embedding(n_types + 1, config.hidden_size, padding_idx=0) if n_types else None
         self.action_head = nn.Linear(config.hidden_size, n_types) if "next_action" in self.heads else None
         self.churn_head = nn.Linear(config.hidden_size, 1) if "churn" in self.heads else None
+        self.set_item_counts(None)
 
     @classmethod
     def from_params(cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None,
@@ -152,14 +231,30 @@ class SeqRecModel(PreTrainedModel):
         item_loss = None
         if labels is not None and (labels != 0).any():  # a batch without targets has no item loss
             is_target = labels != 0
-            item_loss = sampled_item_loss(hidden[is_target], labels[is_target], self.item_table(),
-                                          self.config.loss, self.config.n_negatives)
+            item_loss = self.item_loss(hidden[is_target], labels[is_target])
         aux_loss = self.head_losses(hidden, action_labels, churn_labels)
         loss = item_loss
         if aux_loss is not None:
             weighted = self.config.aux_weight * aux_loss
             loss = weighted if loss is None else loss + weighted
         return SeqRecOutput(loss=loss, item_loss=item_loss, aux_loss=aux_loss, last_hidden_state=hidden)
+
+    def item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """`sampled_item_loss` with this model's configured loss, negatives and item counts."""
+        c = self.config
+        return sampled_item_loss(hidden, targets, self.item_table(), c.loss, c.n_negatives, c.negatives,
+                                 self.item_counts, c.gbce_t)
+
+    def set_item_counts(self, counts: torch.Tensor | None) -> None:
+        """Training counts per item id ([n_items + 1], index 0 ignored) for popularity negatives; a
+        non-persistent buffer (never saved): the trainer sets it from its training sequences."""
+        if counts is not None:
+            counts = torch.as_tensor(counts, dtype=torch.float32, device=self.item_emb.weight.device)
+            if counts.shape != (self.config.n_items + 1,):
+                raise ValueError(f"item counts must have shape ({self.config.n_items + 1},), got {tuple(counts.shape)}")
+            counts = (counts + 1.0).clone()  # + 1: every item can be drawn (finite logQ)
+            counts[0] = 0.0  # padding is never a negative
+        self.register_buffer("item_counts", counts, persistent=False)
 
     def head_losses(self, hidden: torch.Tensor, action_labels: torch.Tensor | None,
                     churn_labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -218,6 +313,7 @@ class SeqRecModel(PreTrainedModel):
         grown.weight.requires_grad_(old.requires_grad)
         self.item_emb = grown
         self.config.n_items = new_n_items
+        self.set_item_counts(None)  # counts of the old vocabulary; the trainer sets new ones
 
 
 def positions_from_right(input_ids: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -228,4 +324,4 @@ def positions_from_right(input_ids: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len - width, max_len, device=input_ids.device)
 
 
-__all__ = ["HEADS", "ITEM_LOSSES", "SeqRecConfig", "SeqRecModel", "SeqRecOutput", "positions_from_right", "sampled_item_loss"]
+__all__ = ["HEADS", "ITEM_LOSSES", "NEGATIVE_SAMPLERS", "draw_negatives", "gbce_beta", "logq_softmax_loss", "SeqRecConfig", "SeqRecModel", "SeqRecOutput", "positions_from_right", "sampled_item_loss"]

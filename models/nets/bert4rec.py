@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from seqops.models.nets.base import SeqRecModel, SeqRecOutput, sampled_item_loss
+from seqops.models.nets.base import SeqRecModel, SeqRecOutput
 from seqops.models.nets.transformer import TransformerConfig, TransformerEncoder
 
 
@@ -74,8 +74,7 @@ class BERT4RecModel(SeqRecModel):
             newest = action_labels[:, -1:] if action_labels is not None else torch.zeros_like(labels[:, -1:])
             types = torch.cat([type_ids, newest], 1)[:, -width:].masked_fill(masked, 0)
         hidden = self.encode(items.masked_fill(masked, self.mask_id), types)
-        item_loss = sampled_item_loss(hidden[masked], items[masked], self.item_table(),
-                                      self.config.loss, self.config.n_negatives)
+        item_loss = self.item_loss(hidden[masked], items[masked])
 
         only_last = masked[:, -1:] & (masked.sum(1, keepdim=True) == 1)
         aux_loss = self.head_losses(

@@ -145,29 +145,55 @@ def evaluate(
 ) -> dict[str, float]:
     """Score histories in batches (score_fn(histories[, types]) -> [B, n_items + 1]), rank the
     targets and add coverage@k. `item_counts` weight the popularity-sampled negatives."""
+    return evaluate_seen_both_ways(score_fn, inputs, targets, p, batch_size, types=types, item_counts=item_counts,
+                                   progress=progress, both=False)[p.exclude_seen]
+
+
+def evaluate_seen_both_ways(
+    score_fn: ScoreFn,
+    inputs: Sequence[np.ndarray],
+    targets: np.ndarray,
+    p: EvaluateParams,
+    batch_size: int = 256,
+    *,
+    types: Sequence[np.ndarray] | None = None,
+    item_counts: np.ndarray | None = None,
+    progress: bool = True,
+    both: bool = True,
+) -> dict[bool, dict[str, float]]:
+    """`evaluate`'s metrics keyed by exclude_seen, True (history items removed from the ranking, the
+    published protocol) and False, from the same scores (each batch is scored once); with
+    `both=False` only p.exclude_seen's."""
     targets = np.asarray(targets, dtype=np.int64)
     if len(inputs) != len(targets):
         raise ValueError(f"{len(inputs)} histories but {len(targets)} targets")
-    rng = np.random.default_rng(p.seed)
+    settings = (True, False) if both else (p.exclude_seen,)
+    rngs = {exclude_seen: np.random.default_rng(p.seed) for exclude_seen in settings}
     weights = item_counts if p.sampled_by == "popularity" else None
-    ranks, recommended, n_items = [np.zeros(0, dtype=np.int64)], {k: set() for k in p.ks}, 0
-    total = -(-len(inputs) // batch_size)
+    ranks = {exclude_seen: [np.zeros(0, dtype=np.int64)] for exclude_seen in settings}
+    recommended = {exclude_seen: {k: set() for k in p.ks} for exclude_seen in settings}
+    n_items, total = 0, -(-len(inputs) // batch_size)
     for start in tqdm(range(0, len(inputs), batch_size), total=total, desc="evaluate", leave=False, disable=not progress):
         histories, batch_targets = inputs[start:start + batch_size], targets[start:start + batch_size]
         scores = score_fn(histories) if types is None else score_fn(histories, types[start:start + batch_size])
         n_items = scores.shape[1] - 1
-        exclude = histories if p.exclude_seen else None
-        if p.sampled_negatives:
-            ranks.append(sampled_ranks(scores, batch_targets, p.sampled_negatives, rng, weights, exclude))
-        else:
-            ranks.append(target_ranks(scores, batch_targets, exclude))
-        top = top_items(scores, max(p.ks), exclude)
+        for exclude_seen in settings:
+            exclude = histories if exclude_seen else None
+            if p.sampled_negatives:
+                ranks[exclude_seen].append(sampled_ranks(scores, batch_targets, p.sampled_negatives, rngs[exclude_seen],
+                                                         weights, exclude))
+            else:
+                ranks[exclude_seen].append(target_ranks(scores, batch_targets, exclude))
+            top = top_items(scores, max(p.ks), exclude)
+            for k in p.ks:
+                recommended[exclude_seen][k].update(top[:, :k].ravel().tolist())
+    out = {}
+    for exclude_seen in settings:
+        metrics = metrics_from_ranks(np.concatenate(ranks[exclude_seen]), p.ks)
         for k in p.ks:
-            recommended[k].update(top[:, :k].ravel().tolist())
-    metrics = metrics_from_ranks(np.concatenate(ranks), p.ks)
-    for k in p.ks:
-        metrics[f"coverage@{k}"] = len(recommended[k]) / max(n_items, 1)
-    return metrics
+            metrics[f"coverage@{k}"] = len(recommended[exclude_seen][k]) / max(n_items, 1)
+        out[exclude_seen] = metrics
+    return out
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None) -> dict[str, float]:
@@ -222,5 +248,5 @@ def head_metrics(artifact, test, event_types: Sequence[str], churn_horizon_s: fl
     return out
 
 
-__all__ = ["ScoreFn", "classification_metrics", "evaluate", "head_metrics", "metrics_from_ranks", "model_metrics", "rank_metrics", "ranking_label",
+__all__ = ["ScoreFn", "classification_metrics", "evaluate", "evaluate_seen_both_ways", "head_metrics", "metrics_from_ranks", "model_metrics", "rank_metrics", "ranking_label",
            "sampled_ranks", "target_ranks", "top_items"]
