@@ -136,7 +136,7 @@ class TrainParams(Section):
     amp: Literal["auto", "bf16", "off"] = Field(
         "auto", description="auto: autocast on CUDA only (bf16 or fp16) | bf16: bf16 autocast on CPU too (AVX512-BF16/AMX) | off: fp32")
     warm_start: bool = True
-    max_minutes: Optional[float] = Field(None, gt=0, description="stop after the epoch that passes this much training time")
+    max_minutes: Optional[float] = Field(None, gt=0, description="stop training once this much training time is used (mid-epoch too; that epoch is validated)")
     refit: Literal["all", "tail", "off"] = Field(
         "all", description="after an approving gate, serve a refit on every event up to the cut: all (retrain best_epoch epochs) | tail (fine-tune the candidate one epoch) | off (serve the candidate as trained)")
 

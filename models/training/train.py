@@ -180,6 +180,8 @@ def train_model(
             n_batches += 1
             seen += len(batch["labels"])
             bar.set_postfix(loss=f"{loss_sum / n_batches:.4f}", seq_s=f"{seen / (time.perf_counter() - start):.0f}")
+            if p.max_minutes is not None and trained_s + time.perf_counter() - start >= 60 * p.max_minutes:
+                break  # the budget ends mid-epoch: validate the partial epoch and stop (below)
         seconds = time.perf_counter() - start
 
         metrics = validate()
@@ -206,7 +208,7 @@ def train_model(
                 result.stopped = "early_stop"
                 break
         trained_s += seconds
-        if p.max_minutes is not None and trained_s >= 60 * p.max_minutes and epoch < p.epochs:
+        if p.max_minutes is not None and trained_s >= 60 * p.max_minutes and epoch < p.epochs:  # after or within the epoch
             log.info("time budget of %.1f min used after epoch %d: best %s %.4f at epoch %d", p.max_minutes, epoch,
                      SELECT_METRIC, best_score, result.best_epoch)
             result.stopped = "time_budget"

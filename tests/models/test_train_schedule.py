@@ -36,3 +36,13 @@ def test_weight_decay_spares_biases_and_layer_norms():
     assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
     assert any(q is model.item_emb.weight for q in decayed["params"])
     assert all(q.dim() == 1 for q in spared["params"]) and len(spared["params"]) > 0
+
+
+def test_a_time_budget_ends_training_mid_epoch():
+    seqs = [np.arange(u % 20 + 1, u % 20 + 8) for u in range(64)]  # 64 rows, batch 4: 16 steps per epoch
+    p = TrainParams(epochs=5, batch_size=4, lr=0.01, patience=10, device="cpu", max_minutes=1e-6)
+    model = SASRecModel.from_params(30, 8, ModelParams(hidden_size=8, num_layers=1, dropout=0.0))
+    result = train_model(model, seqs, [s[:-1] for s in seqs], np.array([s[-1] for s in seqs]), p, EvaluateParams(),
+                         progress=False)
+    assert result.stopped == "time_budget" and len(result.history) == 1
+    assert round(result.history[0]["seq_per_s"] * result.history[0]["seconds"]) == 4  # one step, then the budget
