@@ -39,15 +39,29 @@ def start_group(cmd: list[str], env: dict, cwd: Path, log_path: Path) -> subproc
 
 
 def stop_group(proc: subprocess.Popen, timeout_s: float = 20) -> None:
-    """SIGTERM the process group, SIGKILL it if it does not exit in time."""
+    """SIGTERM the process group, SIGKILL it and every descendant if it does not exit in time
+    (BentoML's workers run in sessions of their own: killing the group alone would leave them
+    holding the port and their landing files)."""
+    import psutil
+
     if proc.poll() is not None:
         return
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    _, alive = psutil.wait_procs(descendants, timeout=5)  # workers finish their own shutdown first
+    for child in alive:  # whatever outlived its parent
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def wait_until_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = 180) -> None:
