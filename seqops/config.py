@@ -212,6 +212,26 @@ class FlowParams(Section):
                                                         "answers (one client cannot trigger a retrain); false behind a single proxy")
 
 
+class TuneParams(Section):
+    """The Optuna search (models/training/tune.py, bench/tune.py): TPE over these ranges, a median
+    pruner on the validation NDCG@10 reported after every epoch."""
+    n_trials: int = Field(20, gt=0, description="most trials")
+    minutes: float = Field(60.0, gt=0, description="the whole search stops starting trials after this long")
+    trial_minutes: Optional[float] = Field(5.0, gt=0, description="each trial's train.max_minutes")
+    seed: int = Field(0, description="TPE sampler seed")
+    startup_trials: int = Field(3, ge=0, description="trials never pruned, and run before TPE takes over (random)")
+    lr: tuple[float, float] = Field((1e-4, 5e-3), description="log-uniform range")
+    dropout: tuple[float, float] = Field((0.1, 0.5), description="uniform range")
+    weight_decay: tuple[float, float] = Field((0.0, 0.1), description="uniform range")
+    hidden_size: list[int] = Field([32, 64, 128], min_length=1, description="choices")
+    loss: list[ItemLoss] = Field(["ce", "sampled"], min_length=1, description="choices")
+    negatives: list[NegativeSampler] = Field(["uniform", "popularity", "in_batch"], min_length=1,
+                                             description="choices, for sampled / gbce trials")
+    n_negatives: list[int] = Field([256, 1024, 4096], min_length=1, description="choices, for sampled / gbce trials")
+    lr_schedule: list[Literal["constant", "cosine", "linear"]] = Field(["constant", "cosine"], min_length=1, description="choices")
+    warmup_steps: list[int] = Field([0, 100], min_length=1, description="choices")
+
+
 class Params(Section):
     data: DataParams = DataParams()
     ingest: IngestParams = IngestParams()
@@ -223,6 +243,7 @@ class Params(Section):
     registry: RegistryParams = RegistryParams()
     serving: ServingParams = ServingParams()
     flows: FlowParams = FlowParams()
+    tune: TuneParams = TuneParams()
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +116,7 @@ def train_model(
     train_churn: Sequence[np.ndarray] | None = None,
     valid_types: Sequence[np.ndarray] | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """History rows: epoch, train_loss, val_ndcg@10, val_hr@10, seconds (training), eval_seconds, seq_per_s, lr.
 
@@ -125,6 +126,7 @@ def train_model(
     `train_types` (type ids per event) and `train_churn` (churn flags per event) feed the model's
     next-action and churn heads; `valid_types` are given to the scorer when the model reads types.
     The model is trained in place, ends on the chosen device and holds the best epoch's weights.
+    `on_epoch(row)` sees every history row as it is made (the search's pruner; it may raise to stop).
     """
     if len(valid_targets) == 0:
         raise ValueError("no validation users: early stopping needs a validation set")
@@ -165,8 +167,8 @@ def train_model(
             batch = {name: column.to(device, non_blocking=True) for name, column in batch.items()}
             step += 1
             elapsed = trained_s + time.perf_counter() - start
-            progress = max(step / total_steps, elapsed / (60 * p.max_minutes) if p.max_minutes else 0.0)
-            lr = scheduled_lr(p, step, progress)
+            share_done = max(step / total_steps, elapsed / (60 * p.max_minutes) if p.max_minutes else 0.0)
+            lr = scheduled_lr(p, step, share_done)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -197,6 +199,8 @@ def train_model(
         }
         result.history.append(row)
         log.info(", ".join(f"{k}={v:.4g}" for k, v in row.items()))
+        if on_epoch is not None:
+            on_epoch(row)
 
         if metrics[SELECT_METRIC] > best_score:
             best_score, result.best_epoch, stale = metrics[SELECT_METRIC], epoch, 0
