@@ -6,7 +6,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+from seqops.config import Paths
 from seqops.models.nets.text import load_tokenizer
+from seqops.models.release.registry import Registry
+from tests.models.registry_helpers import drop, open_registry, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,19 @@ def text_model(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(folder)
     load_tokenizer("all-MiniLM-L6-v2").save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(params=["local", "postgres"])
+def registry(request, tmp_path, monkeypatch) -> Registry:
+    """A registry on each backend, its BentoML store in tmp_path."""
+    monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
+    registry = open_registry(tmp_path, settings_for(request.param))
+    yield registry
+    drop(registry)
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch) -> Registry:
+    """A registry on local files (the default backend) in tmp_path."""
+    monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
+    return Registry.of_project(Paths(tmp_path))

@@ -50,22 +50,6 @@ def open_registry(root: Path, settings: RegistryParams) -> Registry:
     return Registry(Paths(root), settings)
 
 
-@pytest.fixture(params=["local", "postgres"])
-def registry(request, tmp_path, monkeypatch) -> Registry:
-    """A registry on each backend, its BentoML store in tmp_path (import this fixture to use it)."""
-    monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
-    registry = open_registry(tmp_path, settings_for(request.param))
-    yield registry
-    drop(registry)
-
-
-@pytest.fixture
-def local(tmp_path, monkeypatch) -> Registry:
-    """A registry on local files (the default backend) in tmp_path."""
-    monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
-    return Registry.of_project(Paths(tmp_path))
-
-
 def drop(registry: Registry) -> None:
     if registry.settings.backend == "postgres":
         registry.store.drop_namespace()

@@ -1,11 +1,10 @@
-import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from seqops.config import EvaluateParams, ModelParams, TrainParams
+from seqops.config import ModelParams
 from seqops.models.nets.bert4rec import BERT4RecConfig, BERT4RecModel
 from seqops.models.training.data import pad_left
 from tests.conftest import assert_same_scores

@@ -12,7 +12,7 @@ import yaml
 
 from seqops.config import Paths
 from seqops.models.release.registry import Registry, RegistryError
-from tests.models.registry_helpers import approve, fake_artifact, local, registry  # noqa: F401 - fixtures
+from tests.models.registry_helpers import approve, fake_artifact
 
 
 def test_register_is_idempotent_and_lands_in_the_bentoml_store(registry, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from seqops.config import Paths, RegistryParams
 from seqops.models.release.registry import DamagedRegistryError, MissingModelError, Registry, RegistryError, content_hash
-from tests.models.registry_helpers import approve, fake_artifact, local, registry  # noqa: F401 - fixtures
+from tests.models.registry_helpers import approve, fake_artifact
 
 V1 = "v0001-abcdef"
 

@@ -1,9 +1,7 @@
 import numpy as np
-import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.training.data import pad_left
 from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
 from seqops.models.training.train import plot_history, score_fn_for, train_model
 
