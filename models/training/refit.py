@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqops.config import Params, Paths
+from seqops.config import Params, Paths, TrainParams
 from seqops.features import store
 from seqops.features.sequences import user_summary
 from seqops.models.nets.baselines import PopularityModel
@@ -94,6 +94,11 @@ def refit_rows(params: Params, paths: Paths, through: pd.Timestamp | None = None
     )
 
 
+def refit_train_params(train: TrainParams, epochs: int) -> TrainParams:
+    """The candidate's epoch count, no time budget, no early stop: model selection already happened."""
+    return train.model_copy(update={"epochs": max(1, int(epochs)), "patience": int(epochs) + 1, "max_minutes": None})
+
+
 def refit_model(params: Params, paths: Paths, candidate: Artifact, rows: RefitRows, mode: str) -> tuple[object, TrainResult]:
     """Train the served model on `rows` (see the module docstring for the modes); returns it on CPU."""
     from seqops.models.training.stages import initial_model  # stages imports this module's callers
@@ -105,8 +110,7 @@ def refit_model(params: Params, paths: Paths, candidate: Artifact, rows: RefitRo
         epochs = max(1, int(candidate.meta.get("best_epoch") or params.train.epochs))
     else:
         raise ValueError(f"train.refit must be one of {REFIT_MODES} to refit (got {mode!r})")
-    # the candidate's epoch count, no time budget, no early stop: model selection already happened
-    train_p = params.train.model_copy(update={"epochs": epochs, "patience": epochs + 1, "max_minutes": None})
+    train_p = refit_train_params(params.train, epochs)
     check_inputs, check_targets, check_types = rows.fit_check(seed=params.train.seed)
     reads_types = bool(getattr(model.config, "event_types", None))
     result = train_model(model, rows.seqs, check_inputs, check_targets, train_p, params.evaluate,
@@ -143,4 +147,4 @@ def refit_stage(params: Params, paths: Paths, candidate_dir: Path, out_dir: Path
     return meta
 
 
-__all__ = ["REFIT_MODES", "RefitRows", "refit_entities", "refit_model", "refit_rows", "refit_stage"]
+__all__ = ["REFIT_MODES", "RefitRows", "refit_entities", "refit_model", "refit_rows", "refit_stage", "refit_train_params"]

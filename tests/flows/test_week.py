@@ -25,13 +25,14 @@ def test_a_week_of_retraining_tells_its_story(tmp_path, seqops):
 
     assert days[0]["verdict"] == "promote" and days[0]["trigger"] == "schedule (nightly)"
     assert days[2]["monitor"] == "drift" and days[2]["trigger"] == "monitor (drift)"
-    assert days[2]["verdict"] == "promote" and days[2]["champion"] == days[2]["candidate"]
+    assert days[2]["verdict"] == "promote" and days[2]["champion"] == days[2]["served"]  # train.refit: the refit serves
     assert days[3]["bad_params"] and days[3]["verdict"] == "reject"
     assert days[3]["champion"] == days[2]["champion"]  # the rejected model never served
     assert (project / "params.yaml").read_text() == before  # the bad change was undone
 
     registry = Registry.of_project(Paths(project))
     promoted = [e["version"] for e in registry.history() if e["action"] == "promote"]
-    assert days[3]["candidate"] not in promoted and days[2]["candidate"] in promoted
-    assert registry.champion() == days[2]["candidate"]
+    assert days[3]["candidate"] not in promoted and days[2]["served"] in promoted
+    assert registry.get(days[2]["served"])["refit_of"] == days[2]["candidate"]
+    assert registry.champion() == days[2]["served"]
     assert yaml.safe_load((project / "params.yaml").read_text())["model"]["hidden_size"] != 8
