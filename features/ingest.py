@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqops.config import IngestParams, Paths
-from seqops.features import cleaning, lineage
+from seqops.features import cleaning, erasure, lineage
 from seqops.features.cleaning import REASONS, code
 from seqops.features.loaders import SYNTHETIC_COLUMNS, IngestError, Plan, plan
 from seqops.features.quarantine import QUARANTINE_COLUMNS, file_entries, quarantine_table, reason_counts
@@ -60,13 +60,15 @@ def ingest(path: Path, p: IngestParams, paths: Paths, now: datetime | None = Non
     cannot be, e.g. a raw id under two ids).
     """
     the_plan = plan(fmt or p.format, Path(path), p)
+    erased = erasure.ErasureList.read(paths)  # users forgotten (`seqops forget-user`): dropped, not quarantined
     known = Known.read(paths)
+    known = Known(erasure.known_users_without(known.users, erased), known.items)
     now_us = int(pd.Timestamp(now or datetime.now(timezone.utc)).value // 1000)
     with ThreadPoolExecutor(max_workers=1) as hasher:  # hashing overlaps parsing
         reader = Reader(p, now_us + p.future_tolerance_s * 1_000_000, hasher)
         for source in the_plan.sources:
             reader.read(source)
-        result = _build(reader, the_plan, p, known)
+        result = _build(reader, the_plan, p, known, erased)
         result.meta_files = [{"name": f.name, "path": str(f.resolve()), "size": f.stat().st_size, "md5": file_md5(f)}
                              for f in the_plan.meta_files]
     return result
@@ -137,8 +139,10 @@ class IngestResult:
         return self.items_table.to_pandas()
 
 
-def _build(r: Reader, the_plan: Plan, p: IngestParams, known: Known) -> IngestResult:
+def _build(r: Reader, the_plan: Plan, p: IngestParams, known: Known,
+           erased: erasure.ErasureList = erasure.ErasureList()) -> IngestResult:
     rows = r.finish()
+    erased_rows, r.rejected = erasure.mark_erased(rows, r.rejected, r.files, erased)
     n_valid = _park_invalid(rows)
     uid_of, iid_of = vocab_ids(rows, known)
     meta = the_plan.item_meta()
@@ -147,17 +151,24 @@ def _build(r: Reader, the_plan: Plan, p: IngestParams, known: Known) -> IngestRe
     item_cat = np.append(item_cat, -1)  # the spare code
 
     kept = _clean(rows, n_valid, uid_of, iid_of, p)
+    rows.reason[erased_rows] = 0  # neither kept nor quarantined: counted apart as `erased`
     session = cleaning.sessions(kept.user, kept.ts, p.session_gap_s)
     events = _events_table(rows, kept, iid_of, names, item_cat, session, p.event_types)
     stats = cleaning.statistics(kept.user, kept.item, kept.ts, kept.event, session, p.event_types, p.session_gap_s)
     kept_per_file = np.bincount(np.searchsorted([f.start for f in r.files], kept.at, side="right") - 1,
                                 minlength=len(r.files))
+    counts = reason_counts(r.files, rows, len(kept.at))
+    files = file_entries(r.files, kept_per_file, rows.reason)
+    if erased:
+        counts["erased"] = int(erased_rows.sum())  # read == kept + the reasons + erased
+        for f, entry in zip(r.files, files):
+            entry["rows_erased"] = int(erased_rows[f.start:f.start + f.rows].sum())
+            entry["rows_quarantined"] -= entry["rows_erased"]
     return IngestResult(events, quarantine_table(r.files, r.rejected, rows, names, item_cat, p.event_types),
-                        reason_counts(r.files, rows, len(kept.at)),
+                        counts,
                         vocab_table(uid_of[:-1], rows.user_ids, "user_id", known.users),
                         items_table(iid_of[:-1], rows, names, item_cat, meta, known.items),
-                        stats=stats, files=file_entries(r.files, kept_per_file, rows.reason), format=the_plan.format,
-                        params=p)
+                        stats=stats, files=files, format=the_plan.format, params=p)
 
 
 def _park_invalid(rows: Rows) -> int:
