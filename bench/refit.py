@@ -21,6 +21,7 @@ table and writes bench/results/refit.json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import tempfile
@@ -72,6 +73,17 @@ def fit(name: str, train_seqs, valid_inputs, valid_targets, n_items: int, max_le
     return model.to("cpu"), result.best_epoch, time.perf_counter() - start
 
 
+def refit(name: str, mode: str, candidate: torch.nn.Module, best_epoch: int, seqs, valid_inputs, valid_targets, n_items: int,
+          max_len: int, train_p: TrainParams) -> tuple[torch.nn.Module, float]:
+    """`train.refit` on `seqs`: all = a fresh model for best_epoch epochs; tail = the candidate fine-tuned one epoch."""
+    if mode == "all":
+        model, _, seconds = fit(name, seqs, valid_inputs, valid_targets, n_items, max_len, train_p, best_epoch)
+        return model, seconds
+    model, start = copy.deepcopy(candidate), time.perf_counter()
+    train_model(model, seqs, valid_inputs, valid_targets, refit_train_params(train_p, 1), EvaluateParams(), progress=False)
+    return model.to("cpu"), time.perf_counter() - start
+
+
 def ranks(model: torch.nn.Module, inputs: list[np.ndarray], targets: np.ndarray, max_len: int) -> dict[str, np.ndarray]:
     """Target ranks with the user's history items excluded from the ranking and ranked too (one scoring pass)."""
     score = score_fn_for(model, max_len, "cpu")
@@ -105,12 +117,14 @@ def beauty(args, train_p: TrainParams, gp: GateParams, work: Path) -> list[dict]
     rows = []
     for name in args.models:
         cand, best_epoch, cand_s = fit(name, [s[:-2] for s in seqs], valid_inputs, valid_targets, n_items, args.max_len, train_p)
-        refit, _, refit_s = fit(name, [s[:-1] for s in seqs], valid_inputs, valid_targets, n_items, args.max_len, train_p, best_epoch)
-        rows.append({"data": "amazon-beauty (leave-one-out)", "model": name, "users": len(seqs), "test_users": len(test_targets),
-                     "valid_users": len(valid_targets), "best_epoch": best_epoch,
-                     "candidate_train_s": cand_s, "refit_train_s": refit_s,
-                     **gains(cand, refit, test_inputs, test_targets, args.max_len, gp)})
-        print_row(rows[-1])
+        for mode in args.modes:
+            served, refit_s = refit(name, mode, cand, best_epoch, [s[:-1] for s in seqs], valid_inputs, valid_targets, n_items,
+                                    args.max_len, train_p)
+            rows.append({"data": "amazon-beauty (leave-one-out)", "model": name, "refit": mode, "users": len(seqs),
+                         "test_users": len(test_targets), "valid_users": len(valid_targets), "best_epoch": best_epoch,
+                         "candidate_train_s": cand_s, "refit_train_s": refit_s,
+                         **gains(cand, served, test_inputs, test_targets, args.max_len, gp)})
+            print_row(rows[-1])
     return rows
 
 
@@ -149,14 +163,17 @@ def synthetic(args, train_p: TrainParams, gp: GateParams, work: Path) -> list[di
             cand_train, valid_inputs, valid_targets = candidate_split(before, seqs, protocol, args.max_len)
             for name in args.synthetic_models:
                 cand, best_epoch, cand_s = fit(name, cand_train, valid_inputs, valid_targets, n_items, args.max_len, train_p)
-                refit, _, refit_s = fit(name, seqs, valid_inputs, valid_targets, n_items, args.max_len, train_p, best_epoch)
-                rows.append({"data": f"synthetic, candidate split {protocol}, train < day {cut_day}, serve day {cut_day}",
-                             "model": name, "scored_events": len(targets),
-                             "targets_new_in_last_day": int(np.isin(targets, list(new_items)).sum()),
-                             "candidate_train_events": int(sum(map(len, cand_train))), "refit_train_events": int(sum(map(len, seqs))),
-                             "best_epoch": best_epoch, "candidate_train_s": cand_s, "refit_train_s": refit_s,
-                             **gains(cand, refit, inputs, targets, args.max_len, gp)})
-                print_row(rows[-1])
+                for mode in args.modes:
+                    served, refit_s = refit(name, mode, cand, best_epoch, seqs, valid_inputs, valid_targets, n_items,
+                                            args.max_len, train_p)
+                    rows.append({"data": f"synthetic, candidate split {protocol}, train < day {cut_day}, serve day {cut_day}",
+                                 "model": name, "refit": mode, "scored_events": len(targets),
+                                 "targets_new_in_last_day": int(np.isin(targets, list(new_items)).sum()),
+                                 "candidate_train_events": int(sum(map(len, cand_train))),
+                                 "refit_train_events": int(sum(map(len, seqs))),
+                                 "best_epoch": best_epoch, "candidate_train_s": cand_s, "refit_train_s": refit_s,
+                                 **gains(cand, served, inputs, targets, args.max_len, gp)})
+                    print_row(rows[-1])
     return rows
 
 
@@ -183,7 +200,7 @@ def print_row(row: dict) -> None:
     for seen in ("excluded", "ranked"):
         r = row[f"seen_{seen}"]
         g = r["gain"]["ndcg@10"]
-        print(f"| {row['data']} | {row['model']} | seen {seen} | {r['served_as_trained']['ndcg@10']:.4f} | {r['refit']['ndcg@10']:.4f} "
+        print(f"| {row['data']} | {row['model']} | {row.get('refit', 'all')} | seen {seen} | {r['served_as_trained']['ndcg@10']:.4f} | {r['refit']['ndcg@10']:.4f} "
               f"| {g['delta']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}] | {r['served_as_trained']['hr@10']:.4f} → {r['refit']['hr@10']:.4f} "
               f"| {row['candidate_train_s']:.1f} s + {row['refit_train_s']:.1f} s |", flush=True)
 
@@ -197,6 +214,7 @@ def main() -> None:
     ap.add_argument("--cut-days", type=int, nargs="*", default=[5, 6], help="train before day d, serve day d")
     ap.add_argument("--protocols", nargs="*", default=["leave_one_out", "temporal"], help="candidate splits on synthetic")
     ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--modes", nargs="*", default=["all", "tail"], choices=["all", "tail"], help="train.refit modes to compare")
     ap.add_argument("--valid-users", type=int, default=0, help="Beauty: early stopping on this many sampled users (0: all)")
     ap.add_argument("--test-users", type=int, default=0, help="Beauty: score this many sampled users (0: all)")
     ap.add_argument("--epochs", type=int, default=30)
@@ -207,8 +225,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train_p = TrainParams(epochs=args.epochs, max_minutes=args.budget_min, device="cpu")
     gp = GateParams()
-    print("| data | model | seen | served as trained NDCG@10 | refit NDCG@10 | gain (95% CI) | HR@10 | train + refit time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| data | model | refit | seen | served as trained NDCG@10 | refit NDCG@10 | gain (95% CI) | HR@10 | train + refit time |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         rows = ((beauty(args, train_p, gp, Path(tmp)) if args.models else [])
                 + (synthetic(args, train_p, gp, Path(tmp)) if args.synthetic_models else []))
