@@ -21,6 +21,7 @@ import getpass
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -142,6 +143,7 @@ def known_users_without(users: pa.Table, erased: ErasureList) -> pa.Table:
 class Touched:
     """What one erasure changed: file (relative to the project) → rows or lines removed."""
 
+    user_hash: str = ""
     files: dict[str, int] = field(default_factory=dict)
     online_rows: int = 0
     notes: list[str] = field(default_factory=list)
@@ -273,7 +275,7 @@ def forget(paths: Paths, raw_id: str, reason: str, by: str | None = None, profil
     raw_id = str(raw_id)
     digest = add_to_list(paths, raw_id)
     user_int = user_int_id(paths, raw_id)
-    touched = Touched()
+    touched = Touched(user_hash=digest)
     if user_int is not None:
         try:
             touched.online_rows = delete_online_row(paths, user_int, profile)
@@ -284,10 +286,17 @@ def forget(paths: Paths, raw_id: str, reason: str, by: str | None = None, profil
         for folder in (paths.raw, erasure_dir(paths)):
             if folder.exists():
                 dvc(paths, "add", str(folder.relative_to(paths.project)))
-    append_audit(paths, {"at": now_iso(), "by": by or getpass.getuser(), "reason": reason, "user_hash": digest,
+    append_audit(paths, {"at": now_iso(), "by": by or _actor(), "reason": reason, "user_hash": digest,
                          "files": len(touched.files), "rows": sum(touched.files.values()),
                          "online_rows": touched.online_rows})
     return touched
+
+
+def _actor() -> str:
+    try:
+        return os.environ.get("SEQOPS_ACTOR") or getpass.getuser()
+    except (KeyError, OSError):  # containers may have no passwd entry
+        return "unknown"
 
 
 def append_audit(paths: Paths, record: dict) -> None:
@@ -297,10 +306,35 @@ def append_audit(paths: Paths, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def purge_snapshots(paths: Paths) -> None:
-    """Policy: after an erasure only the current data versions are kept. `dvc gc --workspace` removes
-    from the cache, and with `--cloud` from the remote, every object that the workspace's .dvc files
-    and dvc.lock do not name — the superseded raw snapshots that still hold the erased user included.
-    Run it after the retrain that follows `forget` (that retrain rewrites dvc.lock's outputs)."""
+def scrub_listed(paths: Paths, touched: Touched) -> None:
+    """Raw drops that arrived after an erasure may name an erased user again (ingest drops those
+    rows): drop their lines from the raw and landing text files too, by hashing each line's tokens
+    (the list holds no ids to search for)."""
+    erased = ErasureList.read(paths)
+    if not erased:
+        return
+    for folder in (paths.home / r for r in RAW_FOLDERS):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".parquet"):
+            if not _is_text(path):
+                continue
+            lines = path.read_bytes().splitlines(keepends=True)
+            kept = [line for line in lines if not _names_erased(line.decode(errors="replace"), erased)]
+            if len(kept) < len(lines):
+                write_bytes_atomic(path, b"".join(kept), mode=path.stat().st_mode & 0o777)
+                touched.add(path, paths, len(lines) - len(kept))
+
+
+def purge_snapshots(paths: Paths) -> Touched:
+    """Policy: after an erasure only the current data versions are kept. The raw and landing files
+    are scrubbed once more against the list (`scrub_listed`) and re-snapshotted; then `dvc gc
+    --workspace` removes from the cache, and with `--cloud` from the remote, every object that the
+    workspace's .dvc files and dvc.lock do not name — the superseded snapshots that still hold an
+    erased user included. Run it after the retrain that follows `forget` (that retrain rewrites
+    dvc.lock's outputs from the scrubbed data)."""
+    touched = Touched()
+    scrub_listed(paths, touched)
+    if touched.files and paths.raw.exists():
+        dvc(paths, "add", str(paths.raw.relative_to(paths.project)))
     dvc(paths, "gc", "--workspace", "--force")
     dvc(paths, "gc", "--workspace", "--cloud", "--force")
+    return touched

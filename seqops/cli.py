@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from seqops.cli_registry import print_decision, registry_app
-from seqops.cli_shared import ExpectedErrors, ProjectOpt, console, fail, setup
+from seqops.cli_shared import ActorOpt, ExpectedErrors, ProjectOpt, console, fail, setup
 from seqops.config import project_paths
 
 app = typer.Typer(help="seqops: learn from user-behaviour sequences and serve what is learned.", no_args_is_help=True,
@@ -218,6 +218,44 @@ def demo(project: Path = ProjectOpt) -> None:
     from seqops.flows.demo import run_demo
 
     run_demo(project.resolve(), console)
+
+
+@app.command("forget-user")
+def forget_user(user_id: str = typer.Argument(..., help="the user's raw id, as in the raw data"),
+                reason: str = typer.Option(..., help="why (recorded in the erasure audit, without the id)"),
+                actor: Optional[str] = ActorOpt,
+                purge: bool = typer.Option(False, help="also `purge-snapshots` now (else: after the next retrain)"),
+                project: Path = ProjectOpt) -> None:
+    """Forget a user (right to erasure): erasure list, raw/landing/log files, events, features, online
+    store, model reference summaries; audited in .seqops/registry/erasures.jsonl. The next retrain
+    trains without them; then `seqops purge-snapshots` drops the old DVC versions."""
+    from seqops.features import erasure
+    from seqops.models.release.registry import default_actor
+
+    params, paths = setup(project)
+    touched = erasure.forget(paths, user_id, reason, actor or default_actor(), params.features.store_profile)
+    for name, removed in sorted(touched.files.items()):
+        console.print(f"  {name}: {removed:,} row(s)/line(s) removed", highlight=False)
+    console.print(f"  online store: {touched.online_rows} row(s) removed")
+    for note in touched.notes:
+        console.print(f"  note: {note}", highlight=False)
+    console.print(f"forgotten: {len(touched.files)} file(s) changed; audited in {erasure.audit_path(paths)}; "
+                  "the next `seqops retrain` trains without them" + ("" if purge else
+                                                                        ", then run `seqops purge-snapshots`"))
+    if purge:
+        purge_snapshots(project)
+
+
+@app.command("purge-snapshots")
+def purge_snapshots(project: Path = ProjectOpt) -> None:
+    """Drop every DVC version the workspace does not use, from the cache and the remote (`dvc gc
+    --workspace [--cloud] --force`): superseded snapshots that still hold a forgotten user go."""
+    from seqops.features import erasure
+
+    _, paths = setup(project)
+    for name, removed in sorted(erasure.purge_snapshots(paths).files.items()):
+        console.print(f"  {name}: {removed:,} line(s) of erased users removed", highlight=False)
+    console.print("purged: the DVC cache and remote keep only the workspace's current versions")
 
 
 def main() -> None:

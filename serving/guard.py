@@ -34,6 +34,7 @@ log = logging.getLogger("seqops.serving")
 CLIENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("seqops_client", default=None)
 PROBES = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})  # orchestrators and Prometheus: always open
 WRITES = frozenset({"/events"})
+ADMIN = frozenset({"/admin/forget"})  # always behind the token: refused (401) when none is configured
 MAX_BUCKETS = 100_000  # clients remembered per worker; past it, full (idle) buckets are forgotten
 
 
@@ -157,6 +158,8 @@ class Guard:
                         params.auth, params.token_env)
 
     def needs_token(self, method: str, path: str) -> bool:
+        if path in ADMIN:
+            return True
         if self.token is None or self.params.auth == "off" or path in PROBES:
             return False
         return self.params.auth == "all" or (path in WRITES and method not in ("GET", "HEAD", "OPTIONS"))

@@ -203,6 +203,25 @@ class ChurnResponse(IODescriptor):
     model_version: str
 
 
+class AnomalyReason(IODescriptor):
+    feature: str = Field(description="a signal of models/anomaly.py FEATURES")
+    value: float
+    z: float = Field(description="standard deviations from the champion's training users")
+    direction: str = Field(description="high or low")
+    description: str
+
+
+class AnomalyResponse(IODescriptor):
+    user_id: Optional[str] = None
+    model_version: str
+    score: Optional[float] = Field(description="higher = more anomalous; null on a fallback")
+    flagged: bool = Field(description="score above the threshold (anomaly.contamination of the training users)")
+    threshold: float
+    reasons: list[AnomalyReason] = Field(description="the signals furthest from usual, furthest first")
+    fallback: bool = Field(description="true when there was no history to score (then not flagged)")
+    fallback_reason: Optional[str] = None
+
+
 class Event(Strict):
     user_id: StoredId
     item_id: StoredId
@@ -231,6 +250,18 @@ class UserUpdate(IODescriptor):
 class EventsResponse(IODescriptor):
     accepted: int
     users: list[UserUpdate]
+
+
+class ForgetRequest(Strict):
+    user_id: StoredId = Field(description="the user's raw id, as in the event logs")
+    reason: Text = Field(description="why (recorded in the erasure audit, without the id)")
+
+
+class ForgetResponse(IODescriptor):
+    user_hash: str = Field(description="the salted hash the erasure list and the audit hold (never the id)")
+    files: int = Field(description="files under .seqops/ that lost rows or lines")
+    rows: int = Field(description="rows and lines removed from them")
+    online_rows: int = Field(description="rows removed from the Feast online store")
 
 
 class Metadata(IODescriptor):

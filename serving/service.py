@@ -5,6 +5,7 @@ in through `/events`. `bentoml serve seqops.serving.service:Recommender`.
     POST /recommend     by user_id (online history) or by an explicit item list; k, exclude_seen, category
     POST /next_action   P(next event type)   — 404 unless the champion has a next_action head
     POST /churn         P(churn)             — 404 unless the champion has a churn head
+    POST /anomaly       anomaly score, flag at the threshold, reasons (models/anomaly.py); no history → fallback
     POST /events        fresh events → the user's online feature row (Feast push) + the landing log
     GET  /metadata      champion version, data version, metrics (POST kept for old clients, documented deprecated)
     GET  /healthz /livez /readyz /metrics   BentoML's; /readyz is 200 once model and feature store are loaded
@@ -53,9 +54,12 @@ from seqops.serving.edge import Edge
 from seqops.serving.guard import CLIENT, Guard, load_token
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
 from seqops.serving.schemas import (
+    AnomalyResponse,
     ChurnResponse,
     EventsRequest,
     EventsResponse,
+    ForgetRequest,
+    ForgetResponse,
     HistoryRequest,
     Metadata,
     NextActionResponse,
@@ -98,6 +102,10 @@ class NextActionRequest(HistoryRequest):
 
 
 class ChurnRequest(HistoryRequest):
+    pass
+
+
+class AnomalyRequest(HistoryRequest):
     pass
 
 
@@ -231,6 +239,21 @@ class Recommender:
         """Churn probability. 404 when the champion has no churn head."""
         return await self._head("churn", request)
 
+    @bentoml.api(route="/anomaly")
+    async def anomaly(self, request: AnomalyRequest, /) -> AnomalyResponse:
+        """Anomaly score of a user's recent events (champion surprise + behaviour, Isolation Forest;
+        models/anomaly.py), flagged at the configured threshold, with the reasons. A user without
+        history gets `fallback: true`, no score, not flagged."""
+        started = time.perf_counter()
+        if request.refusal:
+            return self._error("anomaly", started, *request.refusal)
+        try:
+            result = await self._on_engine(self.engine.anomaly, request)
+        except RequestError as exc:
+            return self._engine_error("anomaly", started, exc, request.user_id)
+        self._log("anomaly", started, result, request.user_id)
+        return json_response(result)
+
     @bentoml.api(route="/events")
     async def events(self, request: EventsRequest, /) -> EventsResponse:
         """Fresh events (user_id, item_id, event_type, optional timestamp). Each user's online
@@ -257,6 +280,31 @@ class Recommender:
         prepared = self.engine.prepare_events(events)  # validates; raises before any side effect
         self.landing.append(prepared.landed)  # the durable record first
         return self.engine.push_prepared(prepared)
+
+    @bentoml.api(route="/admin/forget")
+    async def forget(self, request: ForgetRequest, /) -> ForgetResponse:
+        """Forget a user (right to erasure; `seqops forget-user` does the same): always needs the
+        bearer token (401 without one, also when none is configured). The id is never logged."""
+        started = time.perf_counter()
+        if request.refusal:
+            return self._error("admin/forget", started, *request.refusal)
+        touched = await self._on_engine(self._forget, request.user_id, request.reason)
+        body = {"user_hash": touched.user_hash, "files": len(touched.files), "rows": sum(touched.files.values()),
+                "online_rows": touched.online_rows}
+        self._log("admin/forget", started, {}, None)
+        return json_response(body)
+
+    def _forget(self, user_id: str, reason: str):
+        from seqops.features import erasure
+
+        # close this worker's open request log and landing file first: the scrub replaces files, and
+        # an open descriptor would go on writing to the replaced one (other workers: see docs/security.md)
+        self.request_log.close()
+        self.landing.rotate(force=True)
+        touched = erasure.forget(PATHS, user_id, reason, by=CLIENT.get() or "api",
+                                 profile=PARAMS.features.store_profile)
+        self.engine.vocab.refresh(force=True)
+        return touched
 
     @metadata_app.api_route("/metadata", methods=["GET", "POST"], response_model=Metadata)  # POST: old clients, deprecated
     async def metadata(self):
