@@ -304,6 +304,50 @@ class Engine:
         return {"user_id": q.raw_user, "model_version": champion.version,
                 "churn_probability": round(1.0 / (1.0 + math.exp(-float(np.ravel(out)[0]))), 5)}
 
+    def anomaly(self, req) -> dict:
+        """/anomaly: the user's anomaly score under the champion's detector (models/anomaly.py, fitted
+        on the champion's training users at its first use), the flag at the configured threshold and
+        the reasons. A user without history gets a fallback answer (no score, not flagged) saying why."""
+        from seqops.models.anomaly import AnomalyModel, UserWindow
+
+        champion = self.current()
+        cached = getattr(self, "_anomaly_model", None)
+        if cached is None or cached[0] != champion.version:
+            try:
+                cached = (champion.version, AnomalyModel.for_artifact(champion.artifact, self.params.anomaly))
+            except Exception as exc:  # noqa: BLE001 - e.g. an artifact without its training reference
+                log.warning("anomaly detector for %s failed: %s", champion.version, exc)
+                raise RequestError(503, f"anomaly detector unavailable for model {champion.version}: {type(exc).__name__}") from None
+            self._anomaly_model = cached
+        detector = cached[1]
+        q = self.resolve(req)
+        answer = {"user_id": q.raw_user, "model_version": champion.version, "threshold": round(detector.detector.threshold, 5)}
+        if q.items is not None:
+            window = UserWindow(q.items)  # an explicit list: no speed or session facts
+        else:
+            row = self._online_row(q.user_key)
+            if row is None or not row.get("last_items"):
+                reason = ("feature store unavailable" if row is None
+                          else "unknown user" if q.user_key < 0 else "no online features for this user")
+                return {**answer, "score": None, "flagged": False, "reasons": [], "fallback": True, "fallback_reason": reason}
+            window = UserWindow.from_row(row)
+        return {**answer, **detector.score([window])[0], "fallback": False, "fallback_reason": None}
+
+    def _online_row(self, key: int) -> dict | None:
+        """The user's whole online feature row (None: the feature store cannot be read)."""
+        if self.store is None:
+            self._open_store()
+        if self.store is None or time.monotonic() < self._store_down_until:
+            return None
+        try:
+            response = self.store.get_online_features(features=self.feature_service, entity_rows=[{"user_id": key}]).to_dict()
+        except Exception as exc:  # noqa: BLE001
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            self._store_down_until = time.monotonic() + STORE_BREAK_S
+            log.warning("feature store read failed: %s", self.store_error)
+            return None
+        return {name: values[0] for name, values in response.items()}
+
     def metadata(self) -> dict:
         champion = self.current()
         try:
