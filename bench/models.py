@@ -7,11 +7,19 @@ writes bench/results/models.json.
 Data: a file in the SASRec/BERT4Rec txt format (`user item` per line, a user's lines in time
 order) read through seqops' own ingest (`--format sasrec`: vocabularies, k-core ≥ 3 events).
 Protocol: leave-one-out (last item = test, second-to-last = validation, the rest trains), histories
-cut to the last `--max-len` items, full ranking over all items, history items ranked too (not
-excluded). Early stopping on validation NDCG@10 over `--valid-users` sampled validation users
-(every epoch scores them all against every item); the test metrics use every user. Each model
-trains until early stopping, `--epochs`, or `--budget-min` minutes of training, whichever comes
-first (the JSON says which). Inference users/s: test-set scoring (full ranking) per second.
+cut to the last `--max-len` items, full ranking over all items. Every row is ranked both ways from
+the same scores: `ndcg@10`/`hr@10`/`mrr`/`test` with the user's history items excluded (the
+published protocol, e.g. Klenitskiy & Vasilev 2023's SASRec on this Beauty file: NDCG@10 0.0327)
+and `*_seen_included` with them ranked (params.yaml's `evaluate.exclude_seen: false`, the
+product's choice). Rows written before both were kept have only the included numbers (their
+`ndcg@10` is the included one; no `ndcg@10_seen_included` key). Early stopping on validation
+NDCG@10 (seen excluded unless `--select-include-seen`) over `--valid-users` sampled validation
+users; the test metrics use every user, or a fixed sample of `--test-users` (the row's note says
+so). Each model trains until early stopping, `--epochs`, or `--budget-min` minutes of training
+(mid-epoch), whichever comes first (the JSON says which); `--lr-schedule`, `--warmup-steps`,
+`--weight-decay` as in params.yaml's `train:`. Per-epoch rows are printed as they come. Rows are
+merged into the JSON at write time, so two bench processes may run side by side. Inference
+users/s: test-set scoring (full ranking, both protocols) per second.
 
 The language-model row (`lm`) fine-tunes all-MiniLM-L6-v2 on behaviour rendered as text; one
 forward pass per history makes it ~1000× costlier per sequence than the id models on CPU, so it
@@ -94,12 +102,17 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
     train_seqs = [s for s in train_seqs if len(s) >= 2]
     started = time.perf_counter()
     result = train_model(model, train_seqs, [split["valid_inputs"][i] for i in valid], split["valid_targets"][valid],
-                         train_p, eval_p, progress=True)
+                         train_p, eval_p, progress=True, on_epoch=lambda row: print(f"{name} {row}", file=sys.stderr, flush=True))
     wall = time.perf_counter() - started
     train_s = sum(row["seconds"] for row in result.history)
     score = score_fn_for(model, args.max_len, resolve_device(args.device))
     t0 = time.perf_counter()
-    both = evaluate_seen_both_ways(score, split["test_inputs"], split["test_targets"], eval_p, progress=True)
+    test_users = np.arange(len(split["test_targets"]))
+    if args.test_users and args.test_users < len(test_users):  # a fixed sample (seed 1): every model ranks the same users
+        test_users = np.sort(np.random.default_rng(1).choice(len(test_users), size=args.test_users, replace=False))
+        note = "; ".join(filter(None, [note, f"test metrics on {args.test_users} sampled users"]))
+    both = evaluate_seen_both_ways(score, [split["test_inputs"][i] for i in test_users], split["test_targets"][test_users],
+                                   eval_p, progress=True)
     infer_s = time.perf_counter() - t0
     excluded, included = both[True], both[False]
     return {
@@ -111,7 +124,7 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
         "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped, "best_val_ndcg@10": result.best["val_ndcg@10"],
         "train_wall_s": wall, "train_s": train_s,
         "train_seq_per_s": float(np.mean([row["seq_per_s"] for row in result.history])),
-        "infer_users_per_s": len(split["test_targets"]) / infer_s,
+        "infer_users_per_s": len(test_users) / infer_s, "test_users": len(test_users),
         "params": int(sum(p.numel() for p in model.parameters())), "note": note, "history": result.history,
     }
 
@@ -184,6 +197,7 @@ def main() -> None:
                         help="validate (early stopping) with history items ranked; default: excluded, the published protocol")
     parser.add_argument("--name-suffix", default="", help="store the rows as MODEL+SUFFIX (e.g. a second setting of one model)")
     parser.add_argument("--valid-users", type=int, default=5000)
+    parser.add_argument("--test-users", type=int, default=None, help="test metrics on this many sampled users (default: all)")
     parser.add_argument("--lm-users", type=int, default=2000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16: bf16 autocast on CPU too")
@@ -204,7 +218,7 @@ def main() -> None:
         "protocol": "leave-one-out (last item test, second-to-last validation), full ranking over all items; each row's "
                     "ndcg@10/hr@10/mrr/test with the user's history items excluded from the ranking (the published "
                     "protocol), *_seen_included with them ranked; rows without *_seen_included predate this and "
-                    "have ranked history items in ndcg@10 (protocol_note); early stopping on validation NDCG@10 of sampled users",
+                    "have ranked history items in ndcg@10; early stopping on validation NDCG@10 of sampled users",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "models"},
         "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
