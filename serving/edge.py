@@ -36,8 +36,7 @@ def error_response(component: str, description: str) -> dict:
 
 
 def body_schema(operation: dict, status: str | None = None) -> dict:
-    holder = operation["requestBody"] if status is None else operation["responses"][int(status)]
-    return holder["content"]["application/json"]["schema"]
+    return body_content(operation, status)["schema"]
 
 
 def restore_properties(flattened: dict, model: type[BaseModel], mode: str) -> None:
@@ -45,6 +44,52 @@ def restore_properties(flattened: dict, model: type[BaseModel], mode: str) -> No
     `Optional[str]` loses its null. Put back the model's own schema of every property."""
     exact = model.model_json_schema(ref_template=REF, mode=mode)["properties"]
     flattened["properties"] = {name: exact.get(name, schema) for name, schema in flattened.get("properties", {}).items()}
+
+
+INFO = {
+    "title": "seqops recommender",
+    "description": (
+        "Next-item recommendations, next-action and churn probabilities from user-behaviour sequences, "
+        "served by the champion model of a seqops project (the version is in every answer and in GET /metadata). "
+        "Histories come from the Feast online store; `POST /events` folds fresh events into them at once and "
+        "lands them for the next retrain. Errors are `{error, detail[]}`: 400 breaks this schema, 422 matches "
+        "it but names something unknown, 503 means not ready (no champion yet, or the feature store is away)."
+    ),
+}
+TAGS = [{"name": "Predictions", "description": "answers from the champion model"},
+        {"name": "Events", "description": "fresh behaviour in"},
+        {"name": "Infrastructure", "description": "probes, metrics and the served model's metadata"}]
+API_TAGS = {"recommend": "Predictions", "next_action": "Predictions", "churn": "Predictions", "events": "Events"}
+EXAMPLES = {  # API name → (request, answer): what a client sends and gets back
+    "recommend": ({"user_id": "u000042", "k": 3},
+                  {"user_id": "u000042", "items": ["i000107", "i000031", "i000260"], "scores": [7.91, 7.45, 7.02],
+                   "model_version": "v0003-1a2b3c", "fallback": False, "fallback_reason": None}),
+    "next_action": ({"items": ["i000107", "i000031"], "event_types": ["view", "cart"]},
+                    {"user_id": None, "probabilities": {"view": 0.61, "cart": 0.12, "purchase": 0.27},
+                     "model_version": "v0003-1a2b3c"}),
+    "churn": ({"user_id": "u000042"}, {"user_id": "u000042", "churn_probability": 0.18, "model_version": "v0003-1a2b3c"}),
+    "events": ({"events": [{"user_id": "u000042", "item_id": "i000107", "event_type": "cart", "timestamp": 1767225600.0}]},
+               {"accepted": 1, "users": [{"user_id": "u000042", "n_events": 37, "new_user": False}]}),
+}
+
+
+def describe_service(spec: dict, version: str) -> None:
+    """seqops's own title, version, description and tags instead of BentoML's defaults and links."""
+    spec["info"] = {**INFO, "version": version}
+    spec["tags"] = TAGS
+    for path, item in spec["paths"].items():
+        for operation in item.values():
+            name = operation.get("x-bentoml-name")
+            operation["tags"] = [API_TAGS.get(name, "Infrastructure")]
+            if name in EXAMPLES:
+                request, answer = EXAMPLES[name]
+                body_content(operation)["example"] = request
+                body_content(operation, "200")["example"] = answer
+
+
+def body_content(operation: dict, status: str | None = None) -> dict:
+    holder = operation["requestBody"] if status is None else operation["responses"][int(status)]
+    return holder["content"]["application/json"]
 
 
 def documented(spec: dict, models: dict[str, tuple[type[BaseModel], type[BaseModel]]]) -> dict:
@@ -71,7 +116,17 @@ def documented(spec: dict, models: dict[str, tuple[type[BaseModel], type[BaseMod
         operation["responses"]["503"] = error_response(*EXTRA_ERRORS["503"])
     if "post" in metadata:  # one route answers both methods (so a 405 lists both in `Allow`); POST is the old one
         metadata["post"]["deprecated"] = True
+    describe_service(spec, package_version())
     return spec
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seqops")
+    except PackageNotFoundError:  # a Bento without the installed distribution
+        return "unknown"
 
 
 def json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

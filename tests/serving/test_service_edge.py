@@ -169,6 +169,17 @@ def test_every_answered_method_is_documented(docs, url):
     assert httpx.put(f"{url}/metadata", timeout=10).status_code == 405
 
 
+def test_the_document_speaks_for_seqops_with_an_example_for_every_endpoint(docs, url):
+    info = docs["info"]
+    assert info["title"] == "seqops recommender" and info["version"] not in ("None", "", None)
+    assert "BentoML" not in info["description"] and "contact" not in info
+    for path in ("/recommend", "/next_action", "/churn", "/events"):
+        operation = docs["paths"][path]["post"]
+        request = operation["requestBody"]["content"]["application/json"]["example"]
+        assert operation["responses"]["200"]["content"]["application/json"]["example"]
+        assert post(url, path, request).status_code in (200, 404, 422)  # a real request (ids or heads may be unknown here)
+
+
 def test_files_the_service_writes_are_0644_under_umask_000(url, project):
     assert post(url, "/events", {"events": [event()]}).status_code == 200
     assert post(url, "/recommend", {"user_id": "u00001"}).status_code == 200
