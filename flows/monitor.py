@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,43 +16,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from seqops.config import FlowParams, load_params, project_paths
-from seqops.features.ingest import RAW_COLUMNS
 from seqops.features.sequences import canonical_from_raw
 from seqops.models.training.artifact import Artifact
 from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
-from seqops.serving.logs import adopt_orphans
-
-REQUEST_COLUMNS = ["time", "user_id", "items", "fallback", "client"]
-
-
-def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
-    """/recommend answers from the request log (time, user_id, items, fallback, client), from `since` on."""
-    rows = []
-    for path in sorted(directory.glob("requests-*.jsonl")):
-        if since is not None and path.stem.removeprefix("requests-") < f"{since:%Y-%m-%d}":
-            continue  # one file per UTC day: older days cannot hold newer answers
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if record.get("endpoint") == "recommend" and record.get("status") == 200:
-                rows.append({k: record.get(k) for k in REQUEST_COLUMNS})
-    frame = pd.DataFrame(rows, columns=REQUEST_COLUMNS)
-    frame["client"] = frame["client"].fillna("unknown")  # logs written before the guard named clients
-    frame["time"] = pd.to_datetime(frame["time"], utc=True)
-    return frame if since is None else frame[frame["time"] >= since]
-
-
-def landed_events(landing: Path) -> tuple[list[Path], pd.DataFrame]:
-    """The complete landed files and their raw rows — with the part files of dead service workers
-    adopted first: the events they acknowledged are fresh events too."""
-    adopt_orphans(landing)
-    files = sorted(landing.glob("*.csv"))
-    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True) if files else pd.DataFrame(columns=RAW_COLUMNS)
-    return files, raw
-
+from seqops.serving.logs import landed_events, read_requests
 
 def counted_fallbacks(requests: pd.DataFrame, per_client: bool = True) -> pd.Series:
     """Which answers the fallback trigger counts (True = given by the popularity fallback): with

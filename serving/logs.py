@@ -8,6 +8,9 @@ fallback, error). Each line is one O_APPEND write on a file descriptor the worke
 fsync: it survives a killed process, not a power cut), so several workers share the file and a
 line costs one system call.
 
+Readers live here too, beside what they read: `read_requests` (the monitor's view of the request
+log) and `landed_events` (fresh landed events, dead workers' part files adopted first).
+
 Landing log: fresh events in the raw CSV layout that ingest reads (user_id, item_id, category,
 event_type, timestamp; csv quoting, ids validated at the edge by `schemas.Event`), written to
 `.seqops/data/landing/`. The file being appended to is hidden (`.serving-<start>-<pid>.csv.part`)
@@ -36,6 +39,8 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pandas as pd
 
 from seqops.features.ingest import RAW_COLUMNS
 from seqops.io import FILE_MODE, fsync_dir
@@ -209,6 +214,40 @@ def _cut_partial_line(fd: int) -> bool:
             return True
         end = start
     return False
+
+
+# -- reading what was written (the monitor, the retrain flow) ----------------------------------
+
+REQUEST_COLUMNS = ["time", "user_id", "items", "fallback", "client"]
+
+
+def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """/recommend answers from the request log (time, user_id, items, fallback, client), from `since` on."""
+    rows = []
+    for path in sorted(directory.glob("requests-*.jsonl")):
+        if since is not None and path.stem.removeprefix("requests-") < f"{since:%Y-%m-%d}":
+            continue  # one file per UTC day: older days cannot hold newer answers
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if record.get("endpoint") == "recommend" and record.get("status") == 200:
+                rows.append({k: record.get(k) for k in REQUEST_COLUMNS})
+    frame = pd.DataFrame(rows, columns=REQUEST_COLUMNS)
+    frame["client"] = frame["client"].fillna("unknown")  # logs written before the guard named clients
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame if since is None else frame[frame["time"] >= since]
+
+
+def landed_events(landing: Path) -> tuple[list[Path], pd.DataFrame]:
+    """The complete landed files and their raw rows — with the part files of dead service workers
+    adopted first: the events they acknowledged are fresh events too."""
+    adopt_orphans(landing)
+    files = sorted(landing.glob("*.csv"))
+    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True) if files else pd.DataFrame(columns=RAW_COLUMNS)
+    return files, raw
+
 
 
 class Housekeeper:

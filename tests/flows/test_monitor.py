@@ -5,7 +5,8 @@ import json
 import pandas as pd
 
 from seqops.config import FlowParams
-from seqops.flows.monitor import quality_dropped, read_requests, serving_quality
+from seqops.flows.monitor import quality_dropped, serving_quality
+from seqops.serving.logs import read_requests
 
 
 def write_log(directory, day, records):

@@ -17,7 +17,7 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from seqops.config import Paths
-from seqops.flows.monitor import landed_events
+from seqops.serving.logs import landed_events
 from seqops.flows.retrain import collect_landing
 from seqops.serving.launch import Service
 
