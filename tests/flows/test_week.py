@@ -11,7 +11,7 @@ from seqops.config import Paths
 from seqops.models.release.registry import Registry
 from tests.conftest import make_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # train.refit: one more training per promoted day
 
 DAYS = {"data": {"synthetic": {"days_per_batch": 1, "sessions_per_user": 3.0}}}
 
