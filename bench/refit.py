@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-from seqops.config import EvaluateParams, GateParams, IngestParams, ModelParams, Paths, SyntheticParams, TrainParams
 from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
 from seqops.models.nets.zoo import build_model
@@ -40,6 +38,16 @@ from seqops.models.release.policy import compare
 from seqops.models.training.evaluate import metrics_from_ranks, target_ranks
 from seqops.models.training.refit import refit_train_params
 from seqops.models.training.train import score_fn_for, train_model
+
+from seqops.config import (
+    EvaluateParams,
+    GateParams,
+    IngestParams,
+    ModelParams,
+    Paths,
+    SyntheticParams,
+    TrainParams,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "amazon-beauty.txt"
@@ -108,9 +116,9 @@ def gains(cand_model, refit_model, inputs, targets, max_len: int, gp: GateParams
 def beauty(args, train_p: TrainParams, gp: GateParams, work: Path) -> list[dict]:
     events = read_events(args.data, "sasrec", work / "beauty")
     seqs, n_items = sequences(events), int(events["item_id"].max())
-    cap = lambda s: s[-args.max_len:]  # noqa: E731
+    cap = lambda s: s[-args.max_len:]
     rng = np.random.default_rng(0)
-    sample = lambda n: sorted(rng.choice(len(seqs), size=n, replace=False)) if n and n < len(seqs) else range(len(seqs))  # noqa: E731
+    sample = lambda n: sorted(rng.choice(len(seqs), size=n, replace=False)) if n and n < len(seqs) else range(len(seqs))
     tested, validated = sample(args.test_users), sample(args.valid_users)
     test_inputs, test_targets = [cap(seqs[i][:-1]) for i in tested], np.array([seqs[i][-1] for i in tested])
     valid_inputs, valid_targets = [cap(seqs[i][:-2]) for i in validated], np.array([seqs[i][-2] for i in validated])

@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from seqops.config import Params, Paths, TrainParams
 from seqops.features import store
 from seqops.features.sequences import user_summary
 from seqops.models.nets.baselines import PopularityModel
@@ -35,6 +33,8 @@ from seqops.models.training.artifact import Artifact, save_artifact
 from seqops.models.training.data import churn_flags, type_ids
 from seqops.models.training.splits import history_times
 from seqops.models.training.train import TrainResult, train_model
+
+from seqops.config import Params, Paths, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ def refit_train_params(train: TrainParams, epochs: int) -> TrainParams:
 
 def refit_model(params: Params, paths: Paths, candidate: Artifact, rows: RefitRows, mode: str) -> tuple[object, TrainResult]:
     """Train the served model on `rows` (see the module docstring for the modes); returns it on CPU."""
-    from seqops.models.training.stages import initial_model  # stages imports this module's callers
+    # imported here: the train stage's module imports the registry, which the refit's callers hold already
+    from seqops.models.training.stages import initial_model
 
     if mode == "tail":
         model, epochs = candidate.model, 1

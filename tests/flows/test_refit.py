@@ -3,10 +3,10 @@ event up to the cut; the gate's decision still names the evaluated candidate."""
 
 import pandas as pd
 import pytest
-
-from seqops.config import Paths
 from seqops.features.lineage import lineage, render_lineage
 from seqops.models.release.registry import Registry
+
+from seqops.config import Paths
 from tests.conftest import make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

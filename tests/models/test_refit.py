@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from seqops.config import Params, Paths
 from seqops.features import store
-from seqops.models.release.registry import Registry
 from seqops.models.release.registry_schema import RegistryError
 from seqops.models.training.refit import refit_entities, refit_rows
 from seqops.models.training.splits import build_splits
+
+from seqops.config import Params, Paths
 from tests.features.conftest import build_features, events_at
-from tests.models.registry_helpers import approve, fake_artifact, local  # noqa: F401  (fixture)
+from tests.models.registry_helpers import approve, fake_artifact
 
 # user 1: 5 events, user 2: 4 events, user 3: 3 events (items unique per user, so targets are traceable)
 EVENTS = [(1, 11, "0h"), (1, 12, "1h"), (1, 13, "2h"), (1, 14, "3h"), (1, 15, "4h"),
