@@ -26,6 +26,7 @@ import re
 import secrets
 import subprocess
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ ERASED = -1  # the reason code ingest gives erased rows while it cleans (never a
 SALT_BYTES = 32
 # data whose user ids are raw (a number there is a raw id, not a vocabulary id)
 RAW_FOLDERS = ("data/raw", "data/landing")
+# where a later line may name an erased user again (new drops, requests naming them): `scrub_listed`
+RESCRUBBED_FOLDERS = (*RAW_FOLDERS, "logs")
 SKIPPED_FOLDERS = ("data/erasures", "secrets", "prefect")  # hashes, the salt; Prefect's own DB holds no events
 
 
@@ -97,7 +100,12 @@ class ErasureList:
         if not self or not len(raw_ids):
             return np.zeros(len(raw_ids), bool)
         text = pc.cast(raw_ids, pa.string()).to_pylist()
-        return np.fromiter((v is not None and user_hash(v, self.salt) in self.hashes for v in text), bool, len(text))
+        return np.fromiter((v is not None and _cached_hash(self.salt, v) in self.hashes for v in text), bool, len(text))
+
+
+@lru_cache(maxsize=1 << 20)
+def _cached_hash(salt: bytes, raw_id: str) -> str:
+    return user_hash(raw_id, salt)  # log lines repeat the same tokens (field names, ids)
 
 
 def add_to_list(paths: Paths, raw_id: str) -> str:
@@ -308,12 +316,12 @@ def append_audit(paths: Paths, record: dict) -> None:
 
 def scrub_listed(paths: Paths, touched: Touched) -> None:
     """Raw drops that arrived after an erasure may name an erased user again (ingest drops those
-    rows): drop their lines from the raw and landing text files too, by hashing each line's tokens
-    (the list holds no ids to search for)."""
+    rows), and so may requests that asked for them: drop those lines from the raw, landing and log
+    text files too, by hashing each line's tokens (the list holds no ids to search for)."""
     erased = ErasureList.read(paths)
     if not erased:
         return
-    for folder in (paths.home / r for r in RAW_FOLDERS):
+    for folder in (paths.home / r for r in RESCRUBBED_FOLDERS):
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix != ".parquet"):
             if not _is_text(path):
                 continue

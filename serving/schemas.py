@@ -261,7 +261,7 @@ class ForgetResponse(IODescriptor):
     user_hash: str = Field(description="the salted hash the erasure list and the audit hold (never the id)")
     files: int = Field(description="files under .seqops/ that lost rows or lines")
     rows: int = Field(description="rows and lines removed from them")
-    online_rows: int = Field(description="rows removed from the Feast online store")
+    online_rows: int = Field(description="online-store entries removed (SQLite: one per feature; Redis: the key)")
 
 
 class Metadata(IODescriptor):

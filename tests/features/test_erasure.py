@@ -87,3 +87,19 @@ def test_scrub_parquet_drops_raw_and_vocabulary_ids(tmp_path):
     pq.write_table(pa.table({"user_id": [3, 4, 5], "note": ["a", "u42", "b"]}), path)
     assert erasure.scrub_parquet(path, "u42", user_int=5) == 2
     assert pd.read_parquet(path).to_dict("list") == {"user_id": [3], "note": ["a"]}
+
+
+def test_scrub_listed_finds_later_lines_by_hash(tmp_path):
+    """After an erasure, a new drop or a request naming the user is found by hashing tokens."""
+    paths = Paths(tmp_path)
+    erasure.add_to_list(paths, "gone")
+    drop, log = paths.raw / "batch-001.csv", paths.logs / "requests" / "requests-2026-06-01.jsonl"
+    for path, text in ((drop, f"{HEADER}\ngone,i1,c1,view,{T0}\nu1,i1,c1,view,{T0}\n"),
+                       (log, '{"user_id":"gone","status":200}\n{"user_id":"gone2","status":200}\n')):
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    touched = erasure.Touched()
+    erasure.scrub_listed(paths, touched)
+    assert drop.read_text() == f"{HEADER}\nu1,i1,c1,view,{T0}\n"
+    assert log.read_text() == '{"user_id":"gone2","status":200}\n'
+    assert sorted(touched.files.values()) == [1, 1]
