@@ -33,6 +33,7 @@ MIN_Z = 2.0  # a feature is a reason when its value is this many standard deviat
 # user is isolated at the same depth, so a bot 50 sd out scores like a user 4 sd out. The score adds a
 # tail term for that: TAIL_WEIGHT per standard deviation of the most extreme feature past TAIL_Z.
 TAIL_Z, TAIL_WEIGHT = 4.0, 0.02
+MIN_STD = 0.05  # features are shares, logs and NLLs: a spread below this is treated as this
 
 FEATURES: dict[str, str] = {
     "surprise_nll": "how surprising each next item was to the model (mean negative log-likelihood)",
@@ -198,7 +199,9 @@ class AnomalyDetector:
         x = table.to_numpy(dtype=np.float64)
         mean = np.nanmean(x, axis=0)
         std = np.nanstd(x, axis=0)
-        std = np.where(std > 1e-9, std, 1.0)  # a constant feature says nothing: z stays 0
+        # A floor, not 1.0, for features (nearly) constant in training: nobody looping makes any
+        # loop far out (Beauty's users never repeat a cycle), not a shrug.
+        std = np.maximum(np.nan_to_num(std), MIN_STD)
         z = np.nan_to_num((x - mean) / std)
         forest = IsolationForest(n_estimators=params.n_estimators, random_state=params.seed).fit(z)
         detector = cls(names, mean, std, forest, 0.0)

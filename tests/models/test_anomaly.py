@@ -99,3 +99,16 @@ def test_short_history_and_unknown_items_still_get_a_score(detector):
     unknown = UserWindow(np.array([3, N_ITEMS + 50, 7], dtype=np.int64), 3, 1, 10.0)
     answers = detector.score([short, unknown])
     assert all(np.isfinite(a["score"]) for a in answers)
+
+
+def test_a_feature_constant_in_training_still_flags_a_departure_from_it():
+    """Beauty's training users never loop (cycle_share is 0 for all of them): a loop must stand out,
+    not be read as 'this feature says nothing'."""
+    from seqops.models.anomaly import AnomalyDetector
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"surprise_nll": rng.normal(6, 1, 500), "cycle_share": 0.0})
+    detector = AnomalyDetector.fit(train, AnomalyParams(n_estimators=50))
+    looped = pd.DataFrame({"surprise_nll": [6.0], "cycle_share": [1.0]})
+    assert detector.scores(looped)[0] > detector.threshold
+    assert detector.reasons(looped, 3)[0][0]["feature"] == "cycle_share"
