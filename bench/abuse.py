@@ -48,6 +48,7 @@ async def normal_traffic(url: str, users: list[str], rate: float, duration: floa
     """Open loop at `rate` req/s (latency from the scheduled send time: queueing is not hidden)."""
     latencies, statuses = [], Counter()
     async with client_from(NORMAL, 50) as client:
+
         async def one(i: int, scheduled: float) -> None:
             try:
                 response = await client.post(f"{url}/recommend", json={"user_id": users[i % len(users)]})
@@ -62,8 +63,12 @@ async def normal_traffic(url: str, users: list[str], rate: float, duration: floa
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             tasks.append(asyncio.create_task(one(i, scheduled)))
         await asyncio.gather(*tasks)
-    return {"requests": len(latencies), "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
-            "statuses": {str(k): v for k, v in statuses.items()}}
+    return {
+        "requests": len(latencies),
+        "p50_ms": pct(latencies, 50),
+        "p99_ms": pct(latencies, 99),
+        "statuses": {str(k): v for k, v in statuses.items()},
+    }
 
 
 async def abuser(url: str, duration: float, flood: int, oversized: bytes) -> dict:
@@ -82,7 +87,9 @@ async def abuser(url: str, duration: float, flood: int, oversized: bytes) -> dic
     async def big_bodies(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
             try:
-                response = await client.post(f"{url}/events", content=oversized, headers={"content-type": "application/json"})
+                response = await client.post(
+                    f"{url}/events", content=oversized, headers={"content-type": "application/json"}
+                )
                 statuses["oversized"][str(response.status_code)] += 1
             except httpx.HTTPError as exc:  # the server closes after its 413, perhaps while the body still streams
                 statuses["oversized"][type(exc).__name__] += 1
@@ -102,19 +109,24 @@ def workers_rss_mb(service) -> float:
 async def phases(url: str, users: list[str], args) -> dict:
     oversized = b'{"events": "' + b"x" * (args.oversized_mb * 2**20) + b'"}'
     calm = await normal_traffic(url, users, args.rate, args.duration)
-    beside, abuse = await asyncio.gather(normal_traffic(url, users, args.rate, args.duration),
-                                         abuser(url, args.duration, args.flood, oversized))
+    beside, abuse = await asyncio.gather(
+        normal_traffic(url, users, args.rate, args.duration), abuser(url, args.duration, args.flood, oversized)
+    )
     return {"normal_alone": calm, "normal_beside_abuser": beside, "abuser": abuse}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a seqops project with a champion (default: a small one built here)")
+    parser.add_argument(
+        "--project", type=Path, help="a seqops project with a champion (default: a small one built here)"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--rate", type=float, default=20.0, help="normal requests per second")
     parser.add_argument("--flood", type=int, default=8, help="the abuser's concurrent /recommend workers")
     parser.add_argument("--oversized-mb", type=int, default=16, help="size of each oversized body")
-    parser.add_argument("--client-rate", type=float, default=25.0, help="serving.rate_limit_per_s for the run (burst 2×)")
+    parser.add_argument(
+        "--client-rate", type=float, default=25.0, help="serving.rate_limit_per_s for the run (burst 2×)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -132,21 +144,37 @@ def main() -> None:
             from seqops.config import project_paths
 
             project = args.project
-            users = pd.read_parquet(project_paths(project).vocab / "users.parquet")["raw_id"].astype(str).head(500).tolist()
+            users = (
+                pd.read_parquet(project_paths(project).vocab / "users.parquet")["raw_id"].astype(str).head(500).tolist()
+            )
         overrides = {"workers": 1, "rate_limit_per_s": args.client_rate, "rate_burst": int(2 * args.client_rate)}
         with Service(project, env={"SEQOPS_SERVING_OVERRIDES": json.dumps(overrides)}) as service:
             rss_before = workers_rss_mb(service)
             started = time.perf_counter()
             result = asyncio.run(phases(service.url, users, args))
             rss_after = workers_rss_mb(service)
-        guard = load_params(project / "params.yaml").serving.model_dump(include={"max_body_bytes", "auth", "request_timeout_s"})
-    result |= {"seconds": time.perf_counter() - started, "rss_mb": {"before": rss_before, "after": rss_after},
-               "settings": {**vars(args) | {"project": str(args.project), "out": str(args.out)}, "serving": {**guard, **overrides}},
-               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
+        guard = load_params(project / "params.yaml").serving.model_dump(
+            include={"max_body_bytes", "auth", "request_timeout_s"}
+        )
+    result |= {
+        "seconds": time.perf_counter() - started,
+        "rss_mb": {"before": rss_before, "after": rss_after},
+        "settings": {
+            **vars(args) | {"project": str(args.project), "out": str(args.out)},
+            "serving": {**guard, **overrides},
+        },
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()},
+    }
     alone, beside = result["normal_alone"], result["normal_beside_abuser"]
-    print(f"normal traffic {args.rate:g} req/s  p50 {alone['p50_ms']:.1f} ms  p99 {alone['p99_ms']:.1f} ms  alone  {alone['statuses']}")
-    print(f"normal traffic {args.rate:g} req/s  p50 {beside['p50_ms']:.1f} ms  p99 {beside['p99_ms']:.1f} ms  beside the abuser  {beside['statuses']}")
-    print(f"abuser: flood {result['abuser']['flood']}, oversized {args.oversized_mb} MiB bodies {result['abuser']['oversized']}")
+    print(
+        f"normal traffic {args.rate:g} req/s  p50 {alone['p50_ms']:.1f} ms  p99 {alone['p99_ms']:.1f} ms  alone  {alone['statuses']}"
+    )
+    print(
+        f"normal traffic {args.rate:g} req/s  p50 {beside['p50_ms']:.1f} ms  p99 {beside['p99_ms']:.1f} ms  beside the abuser  {beside['statuses']}"
+    )
+    print(
+        f"abuser: flood {result['abuser']['flood']}, oversized {args.oversized_mb} MiB bodies {result['abuser']['oversized']}"
+    )
     print(f"service RSS {rss_before:.0f} → {rss_after:.0f} MiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))

@@ -46,12 +46,14 @@ INCREMENTAL_SHARE = 0.01
 
 def canonical_chunk(raw: pd.DataFrame) -> pd.DataFrame:
     """Raw generator rows → canonical events (dense ids straight from the generator's indices)."""
-    frame = pd.DataFrame({
-        "user_id": raw["user_id"].str[1:].astype(np.int64) + 1,
-        "item_id": raw["item_id"].str[1:].astype(np.int64) + 1,
-        "ts": pd.to_datetime(raw["timestamp"].astype(np.int64), unit="s", utc=True).astype("datetime64[us, UTC]"),
-        "event_type": raw["event_type"].astype(str),
-    }).sort_values(["user_id", "ts"], kind="stable")
+    frame = pd.DataFrame(
+        {
+            "user_id": raw["user_id"].str[1:].astype(np.int64) + 1,
+            "item_id": raw["item_id"].str[1:].astype(np.int64) + 1,
+            "ts": pd.to_datetime(raw["timestamp"].astype(np.int64), unit="s", utc=True).astype("datetime64[us, UTC]"),
+            "event_type": raw["event_type"].astype(str),
+        }
+    ).sort_values(["user_id", "ts"], kind="stable")
     gap = frame.groupby("user_id")["ts"].diff().dt.total_seconds()
     return frame.assign(session_id=(gap.isna() | (gap > 1800)).cumsum())
 
@@ -84,9 +86,16 @@ def pit_part(n_events: int, stores: list[str]) -> list[dict]:
         for name in stores:
             started = time.perf_counter()
             frame = store.historical_features(paths, entities.copy(), PIT_STORES[name])
-            out.append({"events": rows, "entity_rows": len(entities), "store": name,
-                        "pit_s": round(time.perf_counter() - started, 2), "features_s": round(features_s, 2),
-                        "joined_with_history": int(frame["last_items"].notna().sum())})
+            out.append(
+                {
+                    "events": rows,
+                    "entity_rows": len(entities),
+                    "store": name,
+                    "pit_s": round(time.perf_counter() - started, 2),
+                    "features_s": round(features_s, 2),
+                    "joined_with_history": int(frame["last_items"].notna().sum()),
+                }
+            )
         return out
 
 
@@ -97,16 +106,18 @@ def latest_rows_table(n_users: int, seed: int = 0) -> pa.Table:
     items = rng.integers(1, 20_000, n_users * MAX_LEN)
     types = np.where(rng.random(n_users * MAX_LEN) < 0.85, "view", "cart")
     ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 14 * 86400, n_users), unit="s")
-    return pa.table({
-        "user_id": pa.array(np.arange(1, n_users + 1), pa.int64()),
-        "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
-        "last_items": pa.ListArray.from_arrays(offsets, pa.array(items, pa.int64())),
-        "last_types": pa.ListArray.from_arrays(offsets, pa.array(types, pa.string())),
-        "secs_since_prev": pa.array(rng.exponential(3600, n_users)),
-        "n_events": pa.array(rng.integers(MAX_LEN, 200, n_users), pa.int64()),
-        "n_sessions": pa.array(rng.integers(1, 20, n_users), pa.int64()),
-        "last_ts": pa.array((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), pa.int64()),
-    })
+    return pa.table(
+        {
+            "user_id": pa.array(np.arange(1, n_users + 1), pa.int64()),
+            "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "last_items": pa.ListArray.from_arrays(offsets, pa.array(items, pa.int64())),
+            "last_types": pa.ListArray.from_arrays(offsets, pa.array(types, pa.string())),
+            "secs_since_prev": pa.array(rng.exponential(3600, n_users)),
+            "n_events": pa.array(rng.integers(MAX_LEN, 200, n_users), pa.int64()),
+            "n_sessions": pa.array(rng.integers(1, 20, n_users), pa.int64()),
+            "last_ts": pa.array((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), pa.int64()),
+        }
+    )
 
 
 def with_newer_rows(table: pa.Table, share: float) -> pa.Table:
@@ -133,10 +144,16 @@ def materialize_part(n_users: int, profile: str) -> dict:
             pq.write_table(with_newer_rows(table, INCREMENTAL_SHARE), paths.user_features)
             incremental = store.materialize(paths, profile=profile)
             idle = store.materialize(paths, profile=profile)
-            return {"profile": profile, "online": "redis" if profile == "scale_out" else "sqlite", "users": n_users,
-                    "full_s": round(full.seconds, 2), "full_users_per_s": round(full.users_per_s),
-                    "incremental_users": incremental.users_written, "incremental_s": round(incremental.seconds, 2),
-                    "idle_s": round(idle.seconds, 2)}
+            return {
+                "profile": profile,
+                "online": "redis" if profile == "scale_out" else "sqlite",
+                "users": n_users,
+                "full_s": round(full.seconds, 2),
+                "full_users_per_s": round(full.users_per_s),
+                "incremental_users": incremental.users_written,
+                "incremental_s": round(incremental.seconds, 2),
+                "idle_s": round(idle.seconds, 2),
+            }
         finally:
             if profile == "scale_out":
                 store.open_store(paths, profile).teardown()  # drops this project's Redis keys
@@ -173,7 +190,9 @@ def int_list(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int_list, default=[100_000, 1_000_000], help="events for the PIT part, comma-separated")
+    parser.add_argument(
+        "--sizes", type=int_list, default=[100_000, 1_000_000], help="events for the PIT part, comma-separated"
+    )
     parser.add_argument("--users", type=int_list, default=[100_000, 1_000_000], help="users for the materialize part")
     parser.add_argument("--pit-stores", default="file,duckdb", help="offline stores to time: file, duckdb")
     parser.add_argument("--parts", nargs="+", default=["pit", "materialize"], choices=["pit", "materialize"])

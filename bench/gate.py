@@ -47,6 +47,7 @@ ALTERNATIVES = {"evidently auto": ("auto", 0.0), "wasserstein 0.1": ("wasserstei
 
 # -- 1. drift decision ----------------------------------------------------------------------
 
+
 def replica(p: SyntheticParams, drift: float, work: Path) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
     """Champion = batch 0; candidate = batch 0 + batch 1 (with `drift`), as the retrain flow sees
     them: all events, how many of each user's events the champion saw, the champion's item counts."""
@@ -63,7 +64,9 @@ def day_replica(p: SyntheticParams, drift: float, work: Path) -> tuple[pd.DataFr
     """Champion = batch 0; fresh = one day (the 4th) of batch 1, as the monitor sees a day of landed events."""
     events, seen, counts = replica(p, drift, work)
     day = pd.Timestamp(p.start, tz="UTC") + pd.Timedelta(days=p.days_per_batch + 3)
-    old_or_day = (events["ts"] < day - pd.Timedelta(days=3)) | ((events["ts"] >= day) & (events["ts"] < day + pd.Timedelta(days=1)))
+    old_or_day = (events["ts"] < day - pd.Timedelta(days=3)) | (
+        (events["ts"] >= day) & (events["ts"] < day + pd.Timedelta(days=1))
+    )
     return events[old_or_day], seen, counts
 
 
@@ -81,9 +84,19 @@ def day_sized_bench(replicas: int, drifts: list[float], gp: GateParams) -> list[
             for name, same_span in variants.items():
                 hits[name, d] += behaviour_drift(events, seen, counts, gp, same_span=same_span)["dataset_drift"]
         print(f"  day-sized replica {r + 1}/{replicas}", file=sys.stderr, flush=True)
-    return [{"config": name, "method": gp.drift_method, "threshold": gp.drift_threshold, "share_threshold": gp.drift_share_threshold,
-             "drift": d, "flagged": hits[name, d], "replicas": replicas, "rate": hits[name, d] / replicas}
-            for name, d in hits]
+    return [
+        {
+            "config": name,
+            "method": gp.drift_method,
+            "threshold": gp.drift_threshold,
+            "share_threshold": gp.drift_share_threshold,
+            "drift": d,
+            "flagged": hits[name, d],
+            "replicas": replicas,
+            "rate": hits[name, d] / replicas,
+        }
+        for name, d in hits
+    ]
 
 
 def record_day_sized(out: Path, rows: list[dict], seconds: float) -> None:
@@ -91,9 +104,13 @@ def record_day_sized(out: Path, rows: list[dict], seconds: float) -> None:
     results = json.loads(out.read_text()) if out.exists() else {}
     results["drift"] = [r for r in results.get("drift", []) if not r["config"].startswith("day-sized")] + rows
     monitor = {r["drift"]: r["rate"] for r in rows if r["config"] == "day-sized (monitor)"}
-    results["day_sized_targets"] = {"false_alarm": monitor[0.0], "detection_at_0.1": monitor.get(0.1),
-                                    "met": monitor[0.0] <= 0.05 and (monitor.get(0.1) or 0) >= 0.9,
-                                    "replicas": rows[0]["replicas"], "seconds": seconds}
+    results["day_sized_targets"] = {
+        "false_alarm": monitor[0.0],
+        "detection_at_0.1": monitor.get(0.1),
+        "met": monitor[0.0] <= 0.05 and (monitor.get(0.1) or 0) >= 0.9,
+        "replicas": rows[0]["replicas"],
+        "seconds": seconds,
+    }
     out.write_text(json.dumps(results, indent=2))
 
 
@@ -108,12 +125,23 @@ def drift_bench(replicas: int, drifts: list[float], configs: dict[str, GateParam
             for name, gp in configs.items():
                 hits[name, d] += behaviour_drift(events, seen, counts, gp)["dataset_drift"]
         print(f"  drift replica {r + 1}/{replicas}", file=sys.stderr, flush=True)
-    return [{"config": name, "method": gp.drift_method, "threshold": gp.drift_threshold, "share_threshold": gp.drift_share_threshold,
-             "drift": d, "flagged": hits[name, d], "replicas": replicas, "rate": hits[name, d] / replicas}
-            for (name, d), gp in ((key, configs[key[0]]) for key in hits)]
+    return [
+        {
+            "config": name,
+            "method": gp.drift_method,
+            "threshold": gp.drift_threshold,
+            "share_threshold": gp.drift_share_threshold,
+            "drift": d,
+            "flagged": hits[name, d],
+            "replicas": replicas,
+            "rate": hits[name, d] / replicas,
+        }
+        for (name, d), gp in ((key, configs[key[0]]) for key in hits)
+    ]
 
 
 # -- 2. performance check -------------------------------------------------------------------
+
 
 def markov_scorer(events: pd.DataFrame, n_items: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Leave-one-out on one batch: histories, targets, and next-item scores of a first-order Markov
@@ -166,15 +194,27 @@ def perf_bench(replicas: int, user_counts: list[int], noise: dict[str, float], g
                 for rule, passes in rules.items():
                     blocked[case, rule] += not passes(c)
         for (case, rule), n in blocked.items():
-            rows.append({"case": case, "rule": rule, "n_users": int(len(users)), "blocked": n, "replicas": replicas,
-                         "rate": n / replicas, "mean_delta": float(np.mean(true_delta[case]))})
+            rows.append(
+                {
+                    "case": case,
+                    "rule": rule,
+                    "n_users": int(len(users)),
+                    "blocked": n,
+                    "replicas": replicas,
+                    "rate": n / replicas,
+                    "mean_delta": float(np.mean(true_delta[case])),
+                }
+            )
     return rows
 
 
 # -- report ---------------------------------------------------------------------------------
 
+
 def drift_table(rows: list[dict], drifts: list[float], significant: float) -> str:
-    head = f"{'drift setting':<26}{'false alarm @0':>15}" + "".join(f"{'detect @' + format(d, 'g'):>13}" for d in drifts)
+    head = f"{'drift setting':<26}{'false alarm @0':>15}" + "".join(
+        f"{'detect @' + format(d, 'g'):>13}" for d in drifts
+    )
     lines = [head, "-" * len(head)]
     for name in dict.fromkeys(r["config"] for r in rows):
         rate = {r["drift"]: r for r in rows if r["config"] == name}
@@ -182,18 +222,23 @@ def drift_table(rows: list[dict], drifts: list[float], significant: float) -> st
         label = f"{name}" + (f" ({first['method']} {first['threshold']:g})" if name == "params.yaml" else "")
         cells = "".join(f"{rate[d]['rate']:>12.0%}{'*' if d == significant else ' '}" for d in drifts)
         lines.append(f"{label:<26}{first['rate']:>15.0%}{cells}")
-    lines.append(f"(* = gate.significant_drift; dataset drift when ≥ {rows[0]['share_threshold']:.0%} of the features drift)")
+    lines.append(
+        f"(* = gate.significant_drift; dataset drift when ≥ {rows[0]['share_threshold']:.0%} of the features drift)"
+    )
     return "\n".join(lines)
 
 
 def perf_table(rows: list[dict]) -> str:
-    head = (f"{'rule':<24}{'users':>7}{'false block (equal)':>21}{'block (worse)':>15}{'block (better)':>16}")
+    head = f"{'rule':<24}{'users':>7}{'false block (equal)':>21}{'block (worse)':>15}{'block (better)':>16}"
     lines = [head, "-" * len(head)]
     for n_users in dict.fromkeys(r["n_users"] for r in rows):
         for rule in dict.fromkeys(r["rule"] for r in rows):
             rate = {r["case"]: r["rate"] for r in rows if (r["n_users"], r["rule"]) == (n_users, rule)}
             lines.append(f"{rule:<24}{n_users:>7}{rate['equal']:>21.1%}{rate['worse']:>15.1%}{rate['better']:>16.1%}")
-    deltas = {case: np.mean([r["mean_delta"] for r in rows if r["case"] == case]) for case in dict.fromkeys(r["case"] for r in rows)}
+    deltas = {
+        case: np.mean([r["mean_delta"] for r in rows if r["case"] == case])
+        for case in dict.fromkeys(r["case"] for r in rows)
+    }
     lines.append("(true mean Δ candidate - champion: " + ", ".join(f"{c} {d:+.4f}" for c, d in deltas.items()) + ")")
     return "\n".join(lines)
 
@@ -203,12 +248,18 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=40, help="drift replicas per drift size")
     parser.add_argument("--perf-replicas", type=int, default=200)
     parser.add_argument("--drifts", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
-    parser.add_argument("--users", type=int, nargs="+", default=[300, 2000], help="held-out users per performance replica")
-    parser.add_argument("--noise", type=float, default=1.0, help="score noise of the champion and the equally good candidate")
+    parser.add_argument(
+        "--users", type=int, nargs="+", default=[300, 2000], help="held-out users per performance replica"
+    )
+    parser.add_argument(
+        "--noise", type=float, default=1.0, help="score noise of the champion and the equally good candidate"
+    )
     parser.add_argument("--worse-noise", type=float, default=1.1, help="score noise of the worse candidate")
     parser.add_argument("--better-noise", type=float, default=0.9, help="score noise of the better candidate")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--day-sized", action="store_true", help="only the monitor's day-sized drift replicas (rows merged into --out)")
+    parser.add_argument(
+        "--day-sized", action="store_true", help="only the monitor's day-sized drift replicas (rows merged into --out)"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     np.seterr(all="ignore")
@@ -222,8 +273,13 @@ def main() -> None:
         record_day_sized(args.out, rows, time.perf_counter() - started)
         print(f"wrote {args.out}")
         return
-    configs = {"params.yaml": gp, **{name: gp.model_copy(update={"drift_method": m, "drift_threshold": t or gp.drift_threshold})
-                                     for name, (m, t) in ALTERNATIVES.items()}}
+    configs = {
+        "params.yaml": gp,
+        **{
+            name: gp.model_copy(update={"drift_method": m, "drift_threshold": t or gp.drift_threshold})
+            for name, (m, t) in ALTERNATIVES.items()
+        },
+    }
     started = time.perf_counter()
     drift_rows = drift_bench(args.replicas, args.drifts, configs)
     drift_s = time.perf_counter() - started
@@ -231,23 +287,38 @@ def main() -> None:
     perf_rows = perf_bench(args.perf_replicas, args.users, noise, gp)
     print("\nDrift decision (Evidently, share of replicas flagged as dataset drift)")
     print(drift_table(drift_rows, args.drifts, gp.significant_drift))
-    print(f"\nPerformance check ({gp.metric}, paired bootstrap {gp.bootstrap_samples}×, {gp.confidence:.0%} CI, "
-          f"max_regression {gp.max_regression}, min_uplift {gp.min_uplift}; {args.perf_replicas} replicas)")
+    print(
+        f"\nPerformance check ({gp.metric}, paired bootstrap {gp.bootstrap_samples}×, {gp.confidence:.0%} CI, "
+        f"max_regression {gp.max_regression}, min_uplift {gp.min_uplift}; {args.perf_replicas} replicas)"
+    )
     print(perf_table(perf_rows))
 
     chosen = {r["drift"]: r["rate"] for r in drift_rows if r["config"] == "params.yaml"}
     equal_ni = [r["rate"] for r in perf_rows if (r["case"], r["rule"]) == ("equal", gp.policy)]
-    targets = {"drift_false_block": chosen[0.0], "drift_detection_at_significant": chosen.get(gp.significant_drift),
-               "perf_false_block_max": max(equal_ni), "met": chosen[0.0] < 0.05 and (chosen.get(gp.significant_drift) or 0) >= 0.95
-               and max(equal_ni) < 0.05}
+    targets = {
+        "drift_false_block": chosen[0.0],
+        "drift_detection_at_significant": chosen.get(gp.significant_drift),
+        "perf_false_block_max": max(equal_ni),
+        "met": chosen[0.0] < 0.05 and (chosen.get(gp.significant_drift) or 0) >= 0.95 and max(equal_ni) < 0.05,
+    }
     print(f"\ntargets (false block < 5%, detection ≥ 95% at drift {gp.significant_drift:g}): {targets}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "gate_params": gp.model_dump(), "replicas": args.replicas, "perf_replicas": args.perf_replicas,
-        "noise": noise, "drift": drift_rows, "performance": perf_rows,
-        "targets": targets, "seconds": {"drift": drift_s, "total": time.perf_counter() - started},
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
-    }, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "gate_params": gp.model_dump(),
+                "replicas": args.replicas,
+                "perf_replicas": args.perf_replicas,
+                "noise": noise,
+                "drift": drift_rows,
+                "performance": perf_rows,
+                "targets": targets,
+                "seconds": {"drift": drift_s, "total": time.perf_counter() - started},
+                "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -51,13 +51,15 @@ ENGINE_CHOICE = (
     "bad lines, and polars (not installed, not measured) fails on a ragged line or truncates it. Threads do "
     "not pay on 2 shared cores and lose the line numbers, so the reader runs single-threaded in a background "
     "thread while the main thread cleans the previous block; CSV blocks of at most 4 MiB parse faster than "
-    "16 MiB ones (they stay in the cache).")
+    "16 MiB ones (they stay in the cache)."
+)
 GLOBAL_STEPS = (
     "The global steps order the valid rows by (user, time) once. A log that comes in runs of one user "
     "(Taobao's file is grouped by user) is ordered run by run: small sorts within runs of about 4096 rows, "
     "then the runs put in user order, so the cost grows with the rows; a user whose runs overlap in time is "
     "merged by a sort of its rows only, and a log with no runs (users interleaved row by row) takes one sort "
-    "of every row. The events file keeps min/max statistics only for its numeric columns.")
+    "of every row. The events file keeps min/max statistics only for its numeric columns."
+)
 
 
 def loadavg() -> str:
@@ -68,6 +70,7 @@ def loadavg() -> str:
 
 
 # --- data ----------------------------------------------------------------------------------------
+
 
 def generate(path: Path, n: int, seed: int = 0, bad_share: float = 0.0005) -> None:
     """A Taobao-shaped UserBehavior.csv with `n` rows, written chunk by chunk."""
@@ -83,7 +86,7 @@ def generate(path: Path, n: int, seed: int = 0, bad_share: float = 0.0005) -> No
         for start in range(0, n, CHUNK):
             m = min(CHUNK, n - start)
             item = (rng.zipf(1.2, m) - 1) % n_items
-            lines = np.char.add(np.char.add(users[start:start + m].astype(str), ","), item_ids[item].astype(str))
+            lines = np.char.add(np.char.add(users[start : start + m].astype(str), ","), item_ids[item].astype(str))
             lines = np.char.add(np.char.add(lines, ","), item_cat[item].astype(str))
             lines = np.char.add(np.char.add(lines, ","), BEHAVIOURS[rng.choice(4, m, p=BEHAVIOUR_P)])
             lines = np.char.add(np.char.add(lines, ","), rng.integers(START, START + DAYS * 86_400, m).astype(str))
@@ -96,12 +99,16 @@ def generate(path: Path, n: int, seed: int = 0, bad_share: float = 0.0005) -> No
 
 # --- children (one measurement each) -------------------------------------------------------------
 
+
 def child_ingest(path: Path, out_dir: Path) -> dict:
     from seqops.config import IngestParams, Paths
     from seqops.features.ingest import ingest, write_outputs
     from seqops.features.lineage import write_manifest
 
-    paths, p = Paths(out_dir), IngestParams(format="taobao", data_report=False)  # write_outputs would add the Evidently summary
+    paths, p = (
+        Paths(out_dir),
+        IngestParams(format="taobao", data_report=False),
+    )  # write_outputs would add the Evidently summary
     result = ingest(path, p, paths)
     write_outputs(result, paths)
     write_manifest(result, paths, p)
@@ -115,9 +122,13 @@ def child_parse(engine: str, path: Path) -> dict:
         import pyarrow.csv as pacsv
 
         types = {c: pa.int64() for c in COLUMNS} | {"behavior": pa.dictionary(pa.int32(), pa.string())}
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(column_names=COLUMNS, block_size=16 << 20,
-                                                                    use_threads=engine.endswith("threads")),
-                                convert_options=pacsv.ConvertOptions(column_types=types))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                column_names=COLUMNS, block_size=16 << 20, use_threads=engine.endswith("threads")
+            ),
+            convert_options=pacsv.ConvertOptions(column_types=types),
+        )
         rows = sum(batch.num_rows for batch in reader)
     elif engine == "pandas":
         import pandas as pd
@@ -127,8 +138,9 @@ def child_parse(engine: str, path: Path) -> dict:
     elif engine == "polars":
         import polars as pl
 
-        reader = pl.read_csv_batched(path, has_header=False, new_columns=COLUMNS, batch_size=CHUNK,
-                                     schema_overrides={"behavior": pl.Categorical})
+        reader = pl.read_csv_batched(
+            path, has_header=False, new_columns=COLUMNS, batch_size=CHUNK, schema_overrides={"behavior": pl.Categorical}
+        )
         rows = 0
         while batches := reader.next_batches(4):
             rows += sum(len(b) for b in batches)
@@ -145,7 +157,11 @@ def child_main(argv: list[str]) -> None:
     cpu0 = time.process_time()
     started = time.perf_counter()
     info = child_ingest(path, Path(argv[2])) if mode == "ingest" else child_parse(mode, path)
-    info |= {"seconds": time.perf_counter() - started, "cpu_s": time.process_time() - cpu0, "peak_rss_mb": peak_rss_mb()}
+    info |= {
+        "seconds": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu0,
+        "peak_rss_mb": peak_rss_mb(),
+    }
     print(json.dumps(info))
 
 
@@ -168,6 +184,7 @@ def measure(*args: str) -> dict:
 
 # --- main ----------------------------------------------------------------------------------------
 
+
 def ingest_once(data: Path, out: Path) -> dict:
     """One ingest into an empty project folder (no earlier vocabulary to compare with), then clean up."""
     shutil.rmtree(out, ignore_errors=True)
@@ -180,8 +197,11 @@ def ingest_once(data: Path, out: Path) -> dict:
 def fastest(runs: list[dict]) -> dict:
     """The run with the least wall time, with every run's seconds and CPU seconds alongside."""
     best = min(runs, key=lambda r: r["seconds"])
-    return best | {"runs_s": [round(r["seconds"], 3) for r in runs], "runs_cpu_s": [round(r["cpu_s"], 3) for r in runs],
-                   "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    return best | {
+        "runs_s": [round(r["seconds"], 3) for r in runs],
+        "runs_cpu_s": [round(r["cpu_s"], 3) for r in runs],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
 
 
 def engines() -> list[str]:
@@ -198,15 +218,23 @@ def engines() -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
-    ap.add_argument("--repeat", type=int, default=3, help="runs per size; the table shows the fastest (least disturbed)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per size; the table shows the fastest (least disturbed)"
+    )
     ap.add_argument("--engines-at", type=int, default=1_000_000, help="rows of the engine comparison (0: skip)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/seqops-ingest-bench"))
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-              "engine_choice": ENGINE_CHOICE, "global_steps": GLOBAL_STEPS, "sizes": [], "engines": [],
-              "before": previous_before(), "target_at_10M": {"rows_per_s": TARGET_ROWS_PER_S, "peak_rss_mb": TARGET_RSS_MB}}
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "engine_choice": ENGINE_CHOICE,
+        "global_steps": GLOBAL_STEPS,
+        "sizes": [],
+        "engines": [],
+        "before": previous_before(),
+        "target_at_10M": {"rows_per_s": TARGET_ROWS_PER_S, "peak_rss_mb": TARGET_RSS_MB},
+    }
     try:
         if args.engines_at:
             clean = args.workdir / f"clean-{args.engines_at}.csv"
@@ -222,9 +250,15 @@ def main() -> None:
             generate(data, n)
             load_before = loadavg()
             info = fastest([ingest_once(data, args.workdir / f"out-{n}") for _ in range(args.repeat)])
-            row = {"rows": n, "file_mb": round(data.stat().st_size / 2**20, 1), **info,
-                   "rows_per_s": n / info["seconds"], "cpu_rows_per_s": n / info["cpu_s"],
-                   "load_before": load_before, "load_after": loadavg()}
+            row = {
+                "rows": n,
+                "file_mb": round(data.stat().st_size / 2**20, 1),
+                **info,
+                "rows_per_s": n / info["seconds"],
+                "cpu_rows_per_s": n / info["cpu_s"],
+                "load_before": load_before,
+                "load_after": loadavg(),
+            }
             if previous:
                 row["time_growth"] = row["seconds"] / previous["seconds"]
                 row["rss_growth"] = row["peak_rss_mb"] / previous["peak_rss_mb"]
@@ -268,7 +302,9 @@ def plot(report: dict, path: Path) -> None:
             memory.plot(sizes, [r["peak_rss_mb"] for r in rows], style, marker="o", label=label)
     speed.axhline(TARGET_ROWS_PER_S / 1e6, color="grey", linestyle=":", label="target at 10^7")
     memory.axhline(TARGET_RSS_MB, color="grey", linestyle=":", label="target at 10^7")
-    speed.set(xscale="log", xlabel="rows", ylabel="M rows / s (wall)", title="seqops ingest: throughput", ylim=(0, None))
+    speed.set(
+        xscale="log", xlabel="rows", ylabel="M rows / s (wall)", title="seqops ingest: throughput", ylim=(0, None)
+    )
     memory.set(xscale="log", yscale="log", xlabel="rows", ylabel="MB", title="peak RSS")
     for axis in (speed, memory):
         axis.legend()
@@ -278,12 +314,18 @@ def plot(report: dict, path: Path) -> None:
 
 def print_row(row: dict, header: bool) -> None:
     if header:
-        print(f"{'rows':>12} {'file MB':>8} {'seconds':>8} {'cpu s':>7} {'rows/s':>11} {'cpu rows/s':>11} "
-              f"{'peak RSS MB':>12} {'growth t/rss (size)':>20} {'load':>5}")
-    growth = (f"{row['time_growth']:.1f}/{row['rss_growth']:.1f} (×{row['size_growth']:.0f})"
-              if "time_growth" in row else "-")
-    print(f"{row['rows']:>12,} {row['file_mb']:>8} {row['seconds']:>8.2f} {row['cpu_s']:>7.2f} {row['rows_per_s']:>11,.0f} "
-          f"{row['cpu_rows_per_s']:>11,.0f} {row['peak_rss_mb']:>12,.0f} {growth:>20} {row['load_before']:>5}", flush=True)
+        print(
+            f"{'rows':>12} {'file MB':>8} {'seconds':>8} {'cpu s':>7} {'rows/s':>11} {'cpu rows/s':>11} "
+            f"{'peak RSS MB':>12} {'growth t/rss (size)':>20} {'load':>5}"
+        )
+    growth = (
+        f"{row['time_growth']:.1f}/{row['rss_growth']:.1f} (×{row['size_growth']:.0f})" if "time_growth" in row else "-"
+    )
+    print(
+        f"{row['rows']:>12,} {row['file_mb']:>8} {row['seconds']:>8.2f} {row['cpu_s']:>7.2f} {row['rows_per_s']:>11,.0f} "
+        f"{row['cpu_rows_per_s']:>11,.0f} {row['peak_rss_mb']:>12,.0f} {growth:>20} {row['load_before']:>5}",
+        flush=True,
+    )
 
 
 def print_engines(rows: list[dict]) -> None:
@@ -292,7 +334,9 @@ def print_engines(rows: list[dict]) -> None:
     print(f"\nparse only, {rows[0]['rows']:,} clean rows → numeric arrays")
     print(f"{'engine':>16} {'seconds':>8} {'cpu s':>7} {'rows/s':>11} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['engine']:>16} {r['seconds']:>8.2f} {r['cpu_s']:>7.2f} {r['rows_per_s']:>11,.0f} {r['peak_rss_mb']:>12,.0f}")
+        print(
+            f"{r['engine']:>16} {r['seconds']:>8.2f} {r['cpu_s']:>7.2f} {r['rows_per_s']:>11,.0f} {r['peak_rss_mb']:>12,.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,8 +44,14 @@ def feature_events(n_users: int, seed: int = 0) -> pd.DataFrame:
     """Canonical-looking events straight from the generator (ids made dense), for store benchmarks."""
     raw = generate_batch(SyntheticParams(n_users=n_users, n_items=2000, seed=seed), 0)
     ts = pd.to_datetime(raw["timestamp"].astype(np.int64), unit="s", utc=True)
-    frame = pd.DataFrame({"user_id": pd.factorize(raw["user_id"])[0] + 1, "item_id": pd.factorize(raw["item_id"])[0] + 1,
-                          "ts": ts, "event_type": raw["event_type"]}).sort_values(["user_id", "ts"])
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.factorize(raw["user_id"])[0] + 1,
+            "item_id": pd.factorize(raw["item_id"])[0] + 1,
+            "ts": ts,
+            "event_type": raw["event_type"],
+        }
+    ).sort_values(["user_id", "ts"])
     gap = frame.groupby("user_id")["ts"].diff().dt.total_seconds()
     return frame.assign(session_id=(gap.isna() | (gap > 1800)).cumsum())
 
@@ -85,17 +90,31 @@ def measure_store(paths: Paths, profile: str, pushes: int) -> dict:
     latencies = []
     for i in range(pushes):
         user, marker = int(i % n_users) + 1, 10_000_000 + i
-        row = {"user_id": user, "event_timestamp": pd.Timestamp.now(tz="UTC"), "last_items": [marker], "last_types": ["view"],
-               "secs_since_prev": 1.0, "n_events": 1, "n_sessions": 1, "last_ts": int(time.time())}
+        row = {
+            "user_id": user,
+            "event_timestamp": pd.Timestamp.now(tz="UTC"),
+            "last_items": [marker],
+            "last_types": ["view"],
+            "secs_since_prev": 1.0,
+            "n_events": 1,
+            "n_sessions": 1,
+            "last_ts": int(time.time()),
+        }
         t0 = time.perf_counter()
         store.push_user_rows(fs, [row])
         while list(store.online_features(fs, [user])[0]["last_items"] or [])[-1:] != [marker]:
             if time.perf_counter() - t0 > 5:
                 raise TimeoutError(f"push for user {user} not visible after 5 s ({profile})")
         latencies.append(time.perf_counter() - t0)
-    return {"profile": profile, "entities": n_users, "materialize_s": round(materialize_s, 2),
-            "entities_per_s": round(n_users / materialize_s), "push_to_online_p50_ms": round(1000 * statistics.median(latencies), 1),
-            "push_to_online_max_ms": round(1000 * max(latencies), 1), "pushes": pushes}
+    return {
+        "profile": profile,
+        "entities": n_users,
+        "materialize_s": round(materialize_s, 2),
+        "entities_per_s": round(n_users / materialize_s),
+        "push_to_online_p50_ms": round(1000 * statistics.median(latencies), 1),
+        "push_to_online_max_ms": round(1000 * max(latencies), 1),
+        "pushes": pushes,
+    }
 
 
 def store_part(n_users: int, pushes: int) -> list[dict]:
@@ -161,10 +180,14 @@ def warm_part(epochs: int) -> dict:
     fit(champion, first)
     warm = fit(champion, events)
     cold_s, warm_s = time_to(cold, target), time_to(warm, target)
-    return {"target_val_ndcg@10": round(target, 4), "cold_s": cold_s and round(cold_s, 1), "warm_s": warm_s and round(warm_s, 1),
-            "speedup": round(cold_s / warm_s, 2) if cold_s and warm_s else None,
-            "cold_epochs_to_target": next((r["epoch"] for r in cold if r["val_ndcg@10"] >= target), None),
-            "warm_epochs_to_target": next((r["epoch"] for r in warm if r["val_ndcg@10"] >= target), None)}
+    return {
+        "target_val_ndcg@10": round(target, 4),
+        "cold_s": cold_s and round(cold_s, 1),
+        "warm_s": warm_s and round(warm_s, 1),
+        "speedup": round(cold_s / warm_s, 2) if cold_s and warm_s else None,
+        "cold_epochs_to_target": next((r["epoch"] for r in cold if r["val_ndcg@10"] >= target), None),
+        "warm_epochs_to_target": next((r["epoch"] for r in warm if r["val_ndcg@10"] >= target), None),
+    }
 
 
 def run_cli(project: Path, *args: str) -> tuple[float, str]:
@@ -172,8 +195,13 @@ def run_cli(project: Path, *args: str) -> tuple[float, str]:
     from seqops.io import tool_env
 
     started = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)], cwd=project,
-                          env=tool_env(), capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)],
+        cwd=project,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"seqops {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return time.perf_counter() - started, done.stdout
@@ -197,12 +225,22 @@ def drift_part(n_users: int, max_minutes: float) -> dict:
         registry = Registry.of_project(Paths(project))
         last = registry.versions()[-1]
         counts = json.loads(Paths(project).ingest_metrics.read_text())
-        return {"events": counts.get("kept"), "users": n_users, "train_max_minutes": max_minutes,
-                "first_retrain_s": round(first_s, 1), "monitor_s": round(monitor_s, 1),
-                "monitor_saw_drift": "'status': 'drift'" in monitor_out, "retrain_s": round(retrain_s, 1),
-                "t2_s": round(t2, 1), "verdict": last["decision"]["verdict"], "promoted": registry.champion() == last["version"],
-                "epochs": len(last.get("history", [])), "stopped_by": "time budget" if last.get("history") and
-                sum(r["seconds"] for r in last["history"]) >= 60 * max_minutes else "early stopping / epochs"}
+        return {
+            "events": counts.get("kept"),
+            "users": n_users,
+            "train_max_minutes": max_minutes,
+            "first_retrain_s": round(first_s, 1),
+            "monitor_s": round(monitor_s, 1),
+            "monitor_saw_drift": "'status': 'drift'" in monitor_out,
+            "retrain_s": round(retrain_s, 1),
+            "t2_s": round(t2, 1),
+            "verdict": last["decision"]["verdict"],
+            "promoted": registry.champion() == last["version"],
+            "epochs": len(last.get("history", [])),
+            "stopped_by": "time budget"
+            if last.get("history") and sum(r["seconds"] for r in last["history"]) >= 60 * max_minutes
+            else "early stopping / epochs",
+        }
 
 
 def print_table(title: str, rows: list[dict]) -> None:
@@ -219,7 +257,9 @@ def main() -> None:
     parser.add_argument("--pushes", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--drift-users", type=int, default=21000, help="users of the drift part (~48 events each)")
-    parser.add_argument("--drift-max-minutes", type=float, default=6.0, help="train.max_minutes of the drift part's retrains")
+    parser.add_argument(
+        "--drift-max-minutes", type=float, default=6.0, help="train.max_minutes of the drift part's retrains"
+    )
     parser.add_argument("--parts", nargs="+", default=["store", "warm", "drift"], choices=["store", "warm", "drift"])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "loop.json")
     args = parser.parse_args()
@@ -227,12 +267,21 @@ def main() -> None:
 
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
     parts = {  # part -> (JSON key, run, table title)
-        "store": ("stores", lambda: store_part(args.users, args.pushes),
-                  "feature store: materialization and push → online freshness"),
-        "warm": ("warm_start", lambda: warm_part(args.epochs),
-                 "warm vs cold start (time to 95% of cold's best validation NDCG@10)"),
-        "drift": ("drift_to_promote", lambda: drift_part(args.drift_users, args.drift_max_minutes),
-                  "drift lands at t0 → monitor → retrain → promoted at t2"),
+        "store": (
+            "stores",
+            lambda: store_part(args.users, args.pushes),
+            "feature store: materialization and push → online freshness",
+        ),
+        "warm": (
+            "warm_start",
+            lambda: warm_part(args.epochs),
+            "warm vs cold start (time to 95% of cold's best validation NDCG@10)",
+        ),
+        "drift": (
+            "drift_to_promote",
+            lambda: drift_part(args.drift_users, args.drift_max_minutes),
+            "drift lands at t0 → monitor → retrain → promoted at t2",
+        ),
     }
     for part in args.parts:  # in the order given; the JSON is rewritten after each part
         key, run, title = parts[part]

@@ -38,14 +38,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from seqops.config import EvaluateParams, IngestParams, ModelParams, Paths, TrainParams
 from seqops.features.ingest import ingest
+from seqops.models.nets.zoo import build_model
 from seqops.models.training.evaluate import evaluate_seen_both_ways
 from seqops.models.training.train import resolve_device, score_fn_for, train_model
-from seqops.models.nets.zoo import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "amazon-beauty.txt"
@@ -78,22 +77,50 @@ def load_sequences(data: Path, work: Path) -> tuple[list[np.ndarray], int]:
 
 
 def leave_one_out(seqs: list[np.ndarray]) -> dict:
-    return {"train": [s[:-2] for s in seqs], "valid_inputs": [s[:-2] for s in seqs], "valid_targets": np.array([s[-2] for s in seqs]),
-            "test_inputs": [s[:-1] for s in seqs], "test_targets": np.array([s[-1] for s in seqs])}
+    return {
+        "train": [s[:-2] for s in seqs],
+        "valid_inputs": [s[:-2] for s in seqs],
+        "valid_targets": np.array([s[-2] for s in seqs]),
+        "test_inputs": [s[:-1] for s in seqs],
+        "test_targets": np.array([s[-1] for s in seqs]),
+    }
 
 
 def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rng: np.random.Generator) -> dict:
     kind, model_overrides, train_overrides = MODELS[name]
-    model_p = ModelParams(**{"kind": kind, "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
-                             "dropout": args.dropout, **model_overrides})
-    train_p = TrainParams(**{"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
-                             "device": args.device, "amp": args.amp, "max_minutes": args.budget_min,
-                             "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps,
-                             "weight_decay": args.weight_decay, **train_overrides})
-    eval_p = EvaluateParams(ks=[5, 10, 20], exclude_seen=args.select_exclude_seen)  # the validation (early stopping) protocol
+    model_p = ModelParams(
+        **{
+            "kind": kind,
+            "hidden_size": args.hidden,
+            "num_layers": args.layers,
+            "num_heads": args.heads,
+            "dropout": args.dropout,
+            **model_overrides,
+        }
+    )
+    train_p = TrainParams(
+        **{
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "patience": args.patience,
+            "device": args.device,
+            "amp": args.amp,
+            "max_minutes": args.budget_min,
+            "lr_schedule": args.lr_schedule,
+            "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay,
+            **train_overrides,
+        }
+    )
+    eval_p = EvaluateParams(
+        ks=[5, 10, 20], exclude_seen=args.select_exclude_seen
+    )  # the validation (early stopping) protocol
     torch.manual_seed(0)
     model = build_model(model_p, n_items, args.max_len)
-    valid = rng.choice(len(split["valid_targets"]), size=min(args.valid_users, len(split["valid_targets"])), replace=False)
+    valid = rng.choice(
+        len(split["valid_targets"]), size=min(args.valid_users, len(split["valid_targets"])), replace=False
+    )
     train_seqs = split["train"]
     note = ""
     if kind == "lm" and args.lm_users < len(train_seqs):
@@ -101,31 +128,56 @@ def run_model(name: str, split: dict, n_items: int, args: argparse.Namespace, rn
         note = f"trained on {args.lm_users} sampled users"
     train_seqs = [s for s in train_seqs if len(s) >= 2]
     started = time.perf_counter()
-    result = train_model(model, train_seqs, [split["valid_inputs"][i] for i in valid], split["valid_targets"][valid],
-                         train_p, eval_p, progress=True, on_epoch=lambda row: print(f"{name} {row}", file=sys.stderr, flush=True))
+    result = train_model(
+        model,
+        train_seqs,
+        [split["valid_inputs"][i] for i in valid],
+        split["valid_targets"][valid],
+        train_p,
+        eval_p,
+        progress=True,
+        on_epoch=lambda row: print(f"{name} {row}", file=sys.stderr, flush=True),
+    )
     wall = time.perf_counter() - started
     train_s = sum(row["seconds"] for row in result.history)
     score = score_fn_for(model, args.max_len, resolve_device(args.device))
     t0 = time.perf_counter()
     test_users = np.arange(len(split["test_targets"]))
-    if args.test_users and args.test_users < len(test_users):  # a fixed sample (seed 1): every model ranks the same users
+    if args.test_users and args.test_users < len(
+        test_users
+    ):  # a fixed sample (seed 1): every model ranks the same users
         test_users = np.sort(np.random.default_rng(1).choice(len(test_users), size=args.test_users, replace=False))
         note = "; ".join(filter(None, [note, f"test metrics on {args.test_users} sampled users"]))
-    both = evaluate_seen_both_ways(score, [split["test_inputs"][i] for i in test_users], split["test_targets"][test_users],
-                                   eval_p, progress=True)
+    both = evaluate_seen_both_ways(
+        score, [split["test_inputs"][i] for i in test_users], split["test_targets"][test_users], eval_p, progress=True
+    )
     infer_s = time.perf_counter() - t0
     excluded, included = both[True], both[False]
     return {
-        "model": name, "kind": kind, "loss": loss_label(kind, model_p),
-        "ndcg@10": excluded["ndcg@10"], "hr@10": excluded["hr@10"], "mrr": excluded["mrr"], "test": excluded,
-        "ndcg@10_seen_included": included["ndcg@10"], "hr@10_seen_included": included["hr@10"],
-        "mrr_seen_included": included["mrr"], "test_seen_included": included,
+        "model": name,
+        "kind": kind,
+        "loss": loss_label(kind, model_p),
+        "ndcg@10": excluded["ndcg@10"],
+        "hr@10": excluded["hr@10"],
+        "mrr": excluded["mrr"],
+        "test": excluded,
+        "ndcg@10_seen_included": included["ndcg@10"],
+        "hr@10_seen_included": included["hr@10"],
+        "mrr_seen_included": included["mrr"],
+        "test_seen_included": included,
         "validation_seen_excluded": eval_p.exclude_seen,
-        "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped": result.stopped, "best_val_ndcg@10": result.best["val_ndcg@10"],
-        "train_wall_s": wall, "train_s": train_s,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "best_val_ndcg@10": result.best["val_ndcg@10"],
+        "train_wall_s": wall,
+        "train_s": train_s,
         "train_seq_per_s": float(np.mean([row["seq_per_s"] for row in result.history])),
-        "infer_users_per_s": len(test_users) / infer_s, "test_users": len(test_users),
-        "params": int(sum(p.numel() for p in model.parameters())), "note": note, "history": result.history,
+        "infer_users_per_s": len(test_users) / infer_s,
+        "test_users": len(test_users),
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "note": note,
+        "history": result.history,
     }
 
 
@@ -146,14 +198,18 @@ def table_order(row: dict) -> tuple[int, str]:
 def print_table(rows: list[dict]) -> None:
     """NDCG/HR with seen items excluded (published protocol) | included; rows measured before both
     protocols were kept have the included numbers only (shown as excluded: '-')."""
-    head = (f"{'model':<22}{'loss':<22}{'NDCG@10 ex|in':>16}{'HR@10 ex|in':>16}{'epochs':>8}{'train s':>9}"
-            f"{'train seq/s':>13}{'infer users/s':>15}")
+    head = (
+        f"{'model':<22}{'loss':<22}{'NDCG@10 ex|in':>16}{'HR@10 ex|in':>16}{'epochs':>8}{'train s':>9}"
+        f"{'train seq/s':>13}{'infer users/s':>15}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         ndcg, hr = protocol_pair(r, "ndcg@10"), protocol_pair(r, "hr@10")
-        print(f"{r['model']:<22}{r['loss']:<22}{ndcg:>16}{hr:>16}{r['epochs']:>8}"
-              f"{r['train_wall_s']:>9.0f}{r['train_seq_per_s']:>13.0f}{r['infer_users_per_s']:>15.0f}  {r['note']}")
+        print(
+            f"{r['model']:<22}{r['loss']:<22}{ndcg:>16}{hr:>16}{r['epochs']:>8}"
+            f"{r['train_wall_s']:>9.0f}{r['train_seq_per_s']:>13.0f}{r['infer_users_per_s']:>15.0f}  {r['note']}"
+        )
 
 
 def protocol_pair(row: dict, metric: str) -> str:
@@ -193,15 +249,25 @@ def main() -> None:
     parser.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine", "linear"])
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--select-include-seen", dest="select_exclude_seen", action="store_false",
-                        help="validate (early stopping) with history items ranked; default: excluded, the published protocol")
-    parser.add_argument("--name-suffix", default="", help="store the rows as MODEL+SUFFIX (e.g. a second setting of one model)")
+    parser.add_argument(
+        "--select-include-seen",
+        dest="select_exclude_seen",
+        action="store_false",
+        help="validate (early stopping) with history items ranked; default: excluded, the published protocol",
+    )
+    parser.add_argument(
+        "--name-suffix", default="", help="store the rows as MODEL+SUFFIX (e.g. a second setting of one model)"
+    )
     parser.add_argument("--valid-users", type=int, default=5000)
-    parser.add_argument("--test-users", type=int, default=None, help="test metrics on this many sampled users (default: all)")
+    parser.add_argument(
+        "--test-users", type=int, default=None, help="test metrics on this many sampled users (default: all)"
+    )
     parser.add_argument("--lm-users", type=int, default=2000)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16: bf16 autocast on CPU too")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 when another job shares the 2 cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 when another job shares the 2 cores)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.threads:
@@ -210,26 +276,45 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         seqs, n_items = load_sequences(args.data, Path(tmp))
     split = leave_one_out(seqs)
-    print(f"{args.data.name}: {len(seqs):,} users, {n_items:,} items, {sum(map(len, seqs)):,} events; "
-          f"device {resolve_device(args.device)}", file=sys.stderr)
+    print(
+        f"{args.data.name}: {len(seqs):,} users, {n_items:,} items, {sum(map(len, seqs)):,} events; "
+        f"device {resolve_device(args.device)}",
+        file=sys.stderr,
+    )
     out = args.out if args.out.is_absolute() else REPO / args.out
     header = {
-        "data": args.data.name, "users": len(seqs), "items": n_items, "events": int(sum(map(len, seqs))),
+        "data": args.data.name,
+        "users": len(seqs),
+        "items": n_items,
+        "events": int(sum(map(len, seqs))),
         "protocol": "leave-one-out (last item test, second-to-last validation), full ranking over all items; each row's "
-                    "ndcg@10/hr@10/mrr/test with the user's history items excluded from the ranking (the published "
-                    "protocol), *_seen_included with them ranked; rows without *_seen_included predate this and "
-                    "have ranked history items in ndcg@10; early stopping on validation NDCG@10 of sampled users",
+        "ndcg@10/hr@10/mrr/test with the user's history items excluded from the ranking (the published "
+        "protocol), *_seen_included with them ranked; rows without *_seen_included predate this and "
+        "have ranked history items in ndcg@10; early stopping on validation NDCG@10 of sampled users",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "models"},
-        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
     }
     for name in args.models:
         print(f"== {name}", file=sys.stderr, flush=True)
         row = run_model(name, split, n_items, args, np.random.default_rng(0))
         row["model"] += args.name_suffix
-        row["settings"] = {"lr": args.lr, "dropout": args.dropout, "budget_min": args.budget_min, "threads": torch.get_num_threads(), "amp": args.amp,
-                           "patience": args.patience, "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup_steps,
-                           "weight_decay": args.weight_decay, "load_average": list(os.getloadavg())}
+        row["settings"] = {
+            "lr": args.lr,
+            "dropout": args.dropout,
+            "budget_min": args.budget_min,
+            "threads": torch.get_num_threads(),
+            "amp": args.amp,
+            "patience": args.patience,
+            "lr_schedule": args.lr_schedule,
+            "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay,
+            "load_average": list(os.getloadavg()),
+        }
         ordered = write_row(out, row, header)
         print_table(ordered)
 

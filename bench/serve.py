@@ -70,8 +70,14 @@ def pct(values, q) -> float:
 
 def summary(latencies_s: list[float], elapsed: float, errors: int) -> dict:
     ms = np.asarray(latencies_s) * 1000
-    return {"requests": len(ms), "rps": round(len(ms) / elapsed, 1) if elapsed else 0.0, "p50_ms": pct(ms, 50),
-            "p95_ms": pct(ms, 95), "p99_ms": pct(ms, 99), "errors": errors}
+    return {
+        "requests": len(ms),
+        "rps": round(len(ms) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": pct(ms, 50),
+        "p95_ms": pct(ms, 95),
+        "p99_ms": pct(ms, 99),
+        "errors": errors,
+    }
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -84,8 +90,12 @@ def batch_stats(url: str) -> tuple[float, float]:
 
 # -- the load ----------------------------------------------------------------------------------
 def make_client(url: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=url, timeout=10.0, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                             headers={"content-type": "application/json"})
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=10.0,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        headers={"content-type": "application/json"},
+    )
 
 
 async def closed_loop(url: str, bodies: list[bytes], concurrency: int, duration: float, max_requests: int) -> dict:
@@ -155,8 +165,7 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, cap: int, durati
 
 # -- in process --------------------------------------------------------------------------------
 def in_process(project: Path, users: list[str], duration: float, quantized: bool) -> list[dict]:
-    from seqops.config import load_params
-    from seqops.config import Paths
+    from seqops.config import Paths, load_params
     from seqops.serving.engine import Engine
     from seqops.serving.schemas import RecommendRequest
 
@@ -178,7 +187,9 @@ def in_process(project: Path, users: list[str], duration: float, quantized: bool
         elapsed, cpu_ms = time.perf_counter() - started, (time.process_time() - cpu) * 1000
         row = summary(latencies, elapsed, 0)
         row.update(requests=n, rps=round(n / elapsed, 1), server_cpu_ms_per_req=round(cpu_ms / n, 3))
-        rows.append({"variant": "in-process" + (" int8" if quantized else ""), "mode": f"Engine.recommend x{batch}", **row})
+        rows.append(
+            {"variant": "in-process" + (" int8" if quantized else ""), "mode": f"Engine.recommend x{batch}", **row}
+        )
     return rows
 
 
@@ -187,8 +198,8 @@ def model_only(project: Path, repeats: int = 200) -> dict:
     import torch
 
     from seqops.config import Paths, load_params
-    from seqops.models.training.evaluate import rank_metrics
     from seqops.models.release.registry import Registry
+    from seqops.models.training.evaluate import rank_metrics
     from seqops.models.training.splits import EvalSet
     from seqops.serving.champion import Champion
 
@@ -210,7 +221,7 @@ def model_only(project: Path, repeats: int = 200) -> dict:
                     champion.next_item_scores(histories[:batch])
                 rounds[f"{name}_b{batch}"].append((time.perf_counter() - started) / (repeats // 5) * 1000)
     for name, champion in models.items():
-        scores = np.concatenate([champion.next_item_scores(test.inputs[i:i + 256]) for i in range(0, len(test), 256)])
+        scores = np.concatenate([champion.next_item_scores(test.inputs[i : i + 256]) for i in range(0, len(test), 256)])
         exclude = test.inputs if params.evaluate.exclude_seen else None
         metrics = rank_metrics(scores, test.targets, params.evaluate.ks, exclude)
         out[name] = {f"forward_b{b}_ms": round(float(np.median(rounds[f"{name}_b{b}"])), 3) for b in (1, 50)}
@@ -221,8 +232,20 @@ def model_only(project: Path, repeats: int = 200) -> dict:
 
 # -- main --------------------------------------------------------------------------------------
 def print_table(rows: list[dict]) -> None:
-    cols = ["variant", "mode", "requests", "rps", "p50_ms", "p95_ms", "p99_ms", "errors", "mean_batch",
-            "server_cpu_ms_per_req", "client_cpu_ms_per_req", "loadavg"]
+    cols = [
+        "variant",
+        "mode",
+        "requests",
+        "rps",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "errors",
+        "mean_batch",
+        "server_cpu_ms_per_req",
+        "client_cpu_ms_per_req",
+        "loadavg",
+    ]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
@@ -246,8 +269,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     users = [users[i] for i in rng.permutation(len(users))]
     bodies = [json.dumps({"user_id": u, "k": 10}).encode() for u in users]
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-              "project": str(project), "duration_s": args.duration, "loadavg_start": loadavg(), "rows": []}
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "project": str(project),
+        "duration_s": args.duration,
+        "loadavg_start": loadavg(),
+        "rows": [],
+    }
     rows = result["rows"]
 
     print(f"loadavg before: {result['loadavg_start']}")
@@ -261,14 +289,27 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     for variant in args.variants:
         service, overrides = VARIANTS[variant]
-        with Service(project, service=service, env={"SEQOPS_SERVING_OVERRIDES": json.dumps(overrides)},
-                     log_path=logs / f"bench-serve-{variant}.log") as server:
+        with Service(
+            project,
+            service=service,
+            env={"SEQOPS_SERVING_OVERRIDES": json.dumps(overrides)},
+            log_path=logs / f"bench-serve-{variant}.log",
+        ) as server:
             for body in bodies[:50]:  # warm-up
-                httpx.post(f"{server.url}/recommend", content=body, headers={"content-type": "application/json"}, timeout=30)
-            phases = [(f"closed c={c}", lambda c=c: closed_loop(server.url, bodies, c, args.duration, args.max_requests))
-                      for c in args.concurrency]
+                httpx.post(
+                    f"{server.url}/recommend", content=body, headers={"content-type": "application/json"}, timeout=30
+                )
+            phases = [
+                (f"closed c={c}", lambda c=c: closed_loop(server.url, bodies, c, args.duration, args.max_requests))
+                for c in args.concurrency
+            ]
             if args.rate:
-                phases.append((f"open {args.rate:.0f}/s cap 50", lambda: open_loop(server.url, bodies, args.rate, 50, args.duration)))
+                phases.append(
+                    (
+                        f"open {args.rate:.0f}/s cap 50",
+                        lambda: open_loop(server.url, bodies, args.rate, 50, args.duration),
+                    )
+                )
             for mode, run in phases:
                 before, stats, cpu = loadavg(), batch_stats(server.url), server.cpu_seconds()
                 client_cpu = time.process_time()
@@ -286,11 +327,15 @@ def main() -> None:
     print()
     print_table(rows)
     model = result["model"]
-    print(f"\nmodel {model['version']} alone (torch threads {os.environ.get('OMP_NUM_THREADS', 'serving.torch_threads')}):")
+    print(
+        f"\nmodel {model['version']} alone (torch threads {os.environ.get('OMP_NUM_THREADS', 'serving.torch_threads')}):"
+    )
     for name in ("fp32", "int8"):
         m = model[name]
-        print(f"  {name}: forward b=1 {m['forward_b1_ms']} ms, b=50 {m['forward_b50_ms']} ms; "
-              f"ndcg@10 {m['ndcg@10']:.4f} hr@10 {m['hr@10']:.4f} ({model['test_users']} test users)")
+        print(
+            f"  {name}: forward b=1 {m['forward_b1_ms']} ms, b=50 {m['forward_b50_ms']} ms; "
+            f"ndcg@10 {m['ndcg@10']:.4f} hr@10 {m['hr@10']:.4f} ({model['test_users']} test users)"
+        )
     print(f"  int8 NDCG@10 cost: {model['ndcg@10_cost']:+.4f}")
     print(f"loadavg: start {result['loadavg_start']}, end {result['loadavg_end']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

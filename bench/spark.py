@@ -69,13 +69,21 @@ def measure(n_events: int) -> dict:
             write_user_features(paths.events, paths.user_features, MAX_LEN)
             store.apply(paths)
             store.apply(paths, "spark")
-            entities = target_entities(pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type"]))
+            entities = target_entities(
+                pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type"])
+            )
             default, default_s = timed_frame(paths, entities, "local")
             spark, spark_cold_s = timed_frame(paths, entities, "spark")
             _, spark_warm_s = timed_frame(paths, entities, "spark")
-            return {"events": rows, "entity_rows": len(entities), "default_duckdb_s": default_s,
-                    "spark_first_s": spark_cold_s, "spark_warm_s": spark_warm_s, "same_frame": same_frame(spark, default),
-                    "spark_master": spark_conf(paths).get("spark.master", "")}
+            return {
+                "events": rows,
+                "entity_rows": len(entities),
+                "default_duckdb_s": default_s,
+                "spark_first_s": spark_cold_s,
+                "spark_warm_s": spark_warm_s,
+                "same_frame": same_frame(spark, default),
+                "spark_master": spark_conf(paths).get("spark.master", ""),
+            }
         finally:
             stop_spark()
             try:

@@ -36,7 +36,9 @@ OUT = REPO / "bench" / "results" / "tune.json"
 
 def synthetic_sequences(users: int, items: int) -> tuple[list[np.ndarray], int]:
     """Per-user item sequences (oldest first) of one synthetic batch, item ids 1..n."""
-    events = generate_batch(SyntheticParams(n_users=users, n_items=items)).sort_values(["user_id", "timestamp"], kind="stable")
+    events = generate_batch(SyntheticParams(n_users=users, n_items=items)).sort_values(
+        ["user_id", "timestamp"], kind="stable"
+    )
     codes, _ = pd.factorize(events["item_id"])
     events = events.assign(item=codes + 1)
     seqs = [g.to_numpy(np.int64) for _, g in events.groupby("user_id", sort=False)["item"]]
@@ -71,8 +73,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     params = load_params(args.params)
-    overrides = {k: v for k, v in {"n_trials": args.n_trials, "minutes": args.minutes, "trial_minutes": args.trial_minutes}.items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"n_trials": args.n_trials, "minutes": args.minutes, "trial_minutes": args.trial_minutes}.items()
+        if v is not None
+    }
     space = params.tune.model_copy(update=overrides)
     seqs, n_items = synthetic_sequences(args.users, args.items) if args.synthetic else file_sequences(args.data)
     rng = np.random.default_rng(0)
@@ -80,21 +85,47 @@ def main() -> None:
     max_len = params.features.max_len
     eval_p = EvaluateParams(ks=[10], exclude_seen=params.evaluate.exclude_seen)
     started = time.perf_counter()
-    result = tune([s[:-2] for s in seqs if len(s) >= 4], [seqs[i][:-2] for i in valid], np.array([seqs[i][-2] for i in valid]),
-                  n_items, max_len, params.model, params.train, eval_p, space)
+    result = tune(
+        [s[:-2] for s in seqs if len(s) >= 4],
+        [seqs[i][:-2] for i in valid],
+        np.array([seqs[i][-2] for i in valid]),
+        n_items,
+        max_len,
+        params.model,
+        params.train,
+        eval_p,
+        space,
+    )
     out = args.out if args.out.is_absolute() else REPO / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "data": "synthetic" if args.synthetic else args.data.name, "users": len(seqs), "items": n_items,
-        "protocol": f"leave-one-out validation (second-to-last item), full ranking, exclude_seen={eval_p.exclude_seen}",
-        "space": space.model_dump(), "seconds": time.perf_counter() - started,
-        "machine": {"cpus": torch.get_num_threads(), "load_average": list(os.getloadavg()), "python": platform.python_version(),
-                    "torch": torch.__version__},
-        **result,
-    }, indent=1, default=float))
+    out.write_text(
+        json.dumps(
+            {
+                "data": "synthetic" if args.synthetic else args.data.name,
+                "users": len(seqs),
+                "items": n_items,
+                "protocol": f"leave-one-out validation (second-to-last item), full ranking, exclude_seen={eval_p.exclude_seen}",
+                "space": space.model_dump(),
+                "seconds": time.perf_counter() - started,
+                "machine": {
+                    "cpus": torch.get_num_threads(),
+                    "load_average": list(os.getloadavg()),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                },
+                **result,
+            },
+            indent=1,
+            default=float,
+        )
+    )
     best = result["best"]
-    print(f"{len(result['trials'])} trials; best {result['metric']} "
-          f"{best['value']:.4f} with {best['params']}" if best else "no trial completed", file=sys.stderr)
+    print(
+        f"{len(result['trials'])} trials; best {result['metric']} {best['value']:.4f} with {best['params']}"
+        if best
+        else "no trial completed",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

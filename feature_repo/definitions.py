@@ -10,7 +10,9 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.types import Array, Float64, Int64, String
 from feast.value_type import ValueType
 
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a user (dense id from ingest)")
+user = Entity(
+    name="user", join_keys=["user_id"], value_type=ValueType.INT64, description="a user (dense id from ingest)"
+)
 
 user_sequence_file = FileSource(
     name="user_sequence_file",

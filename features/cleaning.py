@@ -49,6 +49,7 @@ def code(reason: str) -> int:
 
 # --- per block -----------------------------------------------------------------------------------
 
+
 def _cast(column: pa.Array, to: pa.DataType) -> pa.Array | None:
     try:
         return pc.cast(column, to)
@@ -100,9 +101,15 @@ def parse_value(column: pa.Array | None, n: int) -> tuple[np.ndarray, np.ndarray
     return value, bad
 
 
-def event_codes(column: pa.Array | None, n: int, event_types: Sequence[str], event_map: Mapping[str, str] | None,
-                default: str | None) -> np.ndarray:
+def event_codes(
+    column: pa.Array | None,
+    n: int,
+    event_types: Sequence[str],
+    event_map: Mapping[str, str] | None,
+    default: str | None,
+) -> np.ndarray:
     """Index into `event_types` per row (int8), -1 for a type that is not there."""
+
     def index(raw: str | None) -> int:
         if raw is None:
             return -1
@@ -114,25 +121,43 @@ def event_codes(column: pa.Array | None, n: int, event_types: Sequence[str], eve
         return np.full(n, index(default), dtype=np.int8)
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column if pa.types.is_string(column.type) else pc.cast(column, pa.string()))
-    encoded = column if pa.types.is_string(column.dictionary.type) else pa.DictionaryArray.from_arrays(
-        column.indices, pc.cast(column.dictionary, pa.string()))
+    encoded = (
+        column
+        if pa.types.is_string(column.dictionary.type)
+        else pa.DictionaryArray.from_arrays(column.indices, pc.cast(column.dictionary, pa.string()))
+    )
     lut = np.array([index(raw) for raw in encoded.dictionary.to_pylist()] + [-1], dtype=np.int8)
     return lut[encoded.indices.fill_null(len(lut) - 1).to_numpy()]
 
 
-def row_reasons(missing_user: np.ndarray, missing_item: np.ndarray, ts: np.ndarray, event: np.ndarray,
-                bad_value: np.ndarray, latest_us: int) -> np.ndarray:
+def row_reasons(
+    missing_user: np.ndarray,
+    missing_item: np.ndarray,
+    ts: np.ndarray,
+    event: np.ndarray,
+    bad_value: np.ndarray,
+    latest_us: int,
+) -> np.ndarray:
     """Reason code per row (int8, 0 = passes) from the row checks, first failing check wins."""
     out = np.zeros(len(ts), dtype=np.int8)
     bad = np.flatnonzero(missing_user | missing_item | (ts < 0) | (ts > latest_us) | (event < 0) | bad_value)
     if len(bad):  # ts < 0 covers NO_TIME
         t = ts[bad]
-        conditions = [missing_user[bad], missing_item[bad], t == NO_TIME, t < 0, t > latest_us, event[bad] < 0, bad_value[bad]]
+        conditions = [
+            missing_user[bad],
+            missing_item[bad],
+            t == NO_TIME,
+            t < 0,
+            t > latest_us,
+            event[bad] < 0,
+            bad_value[bad],
+        ]
         out[bad] = np.select(conditions, [code(r) for r in ROW_CHECKS], 0)
     return out
 
 
 # --- global steps --------------------------------------------------------------------------------
+
 
 def _sort_packed(major: np.ndarray, minor_bits: int) -> np.ndarray | None:
     """Positions sorted by (major, position), as one value sort of `major << bits | position`
@@ -315,12 +340,23 @@ def _spread(counts: np.ndarray, prefix: str) -> dict[str, float]:
     if len(counts) == 0:
         return {}
     p50, p90 = np.percentile(counts[:: max(len(counts) // GAP_SAMPLE, 1)], [50, 90])  # of an even sample
-    return {f"{prefix}_mean": round(float(counts.mean()), 3), f"{prefix}_p50": float(p50),
-            f"{prefix}_p90": float(p90), f"{prefix}_max": float(counts.max())}
+    return {
+        f"{prefix}_mean": round(float(counts.mean()), 3),
+        f"{prefix}_p50": float(p50),
+        f"{prefix}_p90": float(p90),
+        f"{prefix}_max": float(counts.max()),
+    }
 
 
-def statistics(user: np.ndarray, item: np.ndarray, ts: np.ndarray, event: np.ndarray, session: np.ndarray,
-               event_types: Sequence[str], gap_s: int) -> dict:
+def statistics(
+    user: np.ndarray,
+    item: np.ndarray,
+    ts: np.ndarray,
+    event: np.ndarray,
+    session: np.ndarray,
+    event_types: Sequence[str],
+    gap_s: int,
+) -> dict:
     """Frequency and time-gap figures of the kept events (sorted by user, time): the DVC metric's `stats`."""
     per_user = np.bincount(user)
     per_item = np.bincount(item)
@@ -329,17 +365,26 @@ def statistics(user: np.ndarray, item: np.ndarray, ts: np.ndarray, event: np.nda
     gaps = (ts[at + 1] - ts[at])[user[at + 1] == user[at]] / 1e6
     types = np.bincount(event, minlength=len(event_types)) / max(len(event), 1)
     stats = {
-        "events": int(len(user)), "users": int((per_user > 0).sum()), "items": int((per_item > 0).sum()),
+        "events": int(len(user)),
+        "users": int((per_user > 0).sum()),
+        "items": int((per_item > 0).sum()),
         "sessions": int((per_session > 0).sum()),
-        **_spread(per_user[per_user > 0], "events_per_user"), **_spread(per_item[per_item > 0], "events_per_item"),
+        **_spread(per_user[per_user > 0], "events_per_user"),
+        **_spread(per_item[per_item > 0], "events_per_item"),
         **_spread(per_session[per_session > 0], "events_per_session"),
         "type_share": {name: round(float(share), 5) for name, share in zip(event_types, types)},
     }
     if len(gaps):
         p50, p90 = np.percentile(gaps, [50, 90])
-        stats |= {"gap_s_p50": float(p50), "gap_s_p90": float(p90),
-                  "gap_over_session_share": round(float((gaps > gap_s).mean()), 5)}
+        stats |= {
+            "gap_s_p50": float(p50),
+            "gap_s_p90": float(p90),
+            "gap_over_session_share": round(float((gaps > gap_s).mean()), 5),
+        }
     if len(ts):
-        stats |= {"first_ts": int(ts.min() // 1_000_000), "last_ts": int(ts.max() // 1_000_000),
-                  "span_days": round(float(ts.max() - ts.min()) / 86_400e6, 3)}
+        stats |= {
+            "first_ts": int(ts.min() // 1_000_000),
+            "last_ts": int(ts.max() // 1_000_000),
+            "span_days": round(float(ts.max() - ts.min()) / 86_400e6, 3),
+        }
     return stats

@@ -26,9 +26,27 @@ from seqops.config import INGEST_FORMATS, IngestParams
 REQUIRED_ROLES = ("user", "item", "time")
 SYNTHETIC_COLUMNS = ["user_id", "item_id", "category", "event_type", "timestamp"]
 META_COLUMNS = ["raw_id", "category", "title"]
-ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-                 "War", "Western"]
+ML100K_GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 CSV_BLOCK_MB = 4  # larger CSV blocks parse slower (they leave the CPU cache): ingest.block_mb only lowers it
 TAOBAO_EVENTS = {"pv": "view", "buy": "purchase", "cart": "cart", "fav": "fav"}
 RETAILROCKET_EVENTS = {"view": "view", "addtocart": "cart", "transaction": "purchase"}
@@ -92,6 +110,7 @@ class Malformed:
 
 # --- formats -------------------------------------------------------------------------------------
 
+
 def _files(path: Path, pattern: str) -> list[Path]:
     if path.is_file():
         return [path]
@@ -116,29 +135,57 @@ def _synthetic(path: Path, p: IngestParams) -> Plan:
 
 
 def _taobao(path: Path, p: IngestParams) -> Plan:
-    layout = Layout({"user": "user", "item": "item", "category": "category", "event": "behavior", "time": "time"},
-                    fields=("user", "item", "category", "behavior", "time"), event_map=TAOBAO_EVENTS, integer_ids=True)
+    layout = Layout(
+        {"user": "user", "item": "item", "category": "category", "event": "behavior", "time": "time"},
+        fields=("user", "item", "category", "behavior", "time"),
+        event_map=TAOBAO_EVENTS,
+        integer_ids=True,
+    )
     return Plan("taobao", [Source(f, layout) for f in _files(path, "*.csv")])
 
 
 def _retailrocket(path: Path, p: IngestParams) -> Plan:
     events = _one_of(path, ("events.csv",), "retailrocket")
-    layout = Layout({"user": "visitorid", "item": "itemid", "event": "event", "time": "timestamp"},
-                    time_unit="ms", event_map=RETAILROCKET_EVENTS, integer_ids=True)
+    layout = Layout(
+        {"user": "visitorid", "item": "itemid", "event": "event", "time": "timestamp"},
+        time_unit="ms",
+        event_map=RETAILROCKET_EVENTS,
+        integer_ids=True,
+    )
     meta = sorted(events.parent.glob("item_properties*.csv"))
     return Plan("retailrocket", [Source(events, layout)], meta, _retailrocket_categories)
 
 
 MOVIELENS = {  # event file → (its layout, the item file beside it)
-    "u.data": (Layout({"user": "user", "item": "item", "value": "rating", "time": "time"},
-                      fields=("user", "item", "rating", "time"), delimiter="\t", default_event="rating",
-                      integer_ids=True), "u.item"),
-    "ratings.dat": (Layout({"user": "user", "item": "item", "value": "rating", "time": "time"},
-                           # `::` as ':' with an empty field between each pair
-                           fields=("user", "_1", "item", "_2", "rating", "_3", "time"), delimiter=":",
-                           default_event="rating", integer_ids=True), "movies.dat"),
-    "ratings.csv": (Layout({"user": "userId", "item": "movieId", "value": "rating", "time": "timestamp"},
-                           default_event="rating", integer_ids=True), "movies.csv"),
+    "u.data": (
+        Layout(
+            {"user": "user", "item": "item", "value": "rating", "time": "time"},
+            fields=("user", "item", "rating", "time"),
+            delimiter="\t",
+            default_event="rating",
+            integer_ids=True,
+        ),
+        "u.item",
+    ),
+    "ratings.dat": (
+        Layout(
+            {"user": "user", "item": "item", "value": "rating", "time": "time"},
+            # `::` as ':' with an empty field between each pair
+            fields=("user", "_1", "item", "_2", "rating", "_3", "time"),
+            delimiter=":",
+            default_event="rating",
+            integer_ids=True,
+        ),
+        "movies.dat",
+    ),
+    "ratings.csv": (
+        Layout(
+            {"user": "userId", "item": "movieId", "value": "rating", "time": "timestamp"},
+            default_event="rating",
+            integer_ids=True,
+        ),
+        "movies.csv",
+    ),
 }
 
 
@@ -152,18 +199,30 @@ def _movielens(path: Path, p: IngestParams) -> Plan:
 
 
 def _sasrec(path: Path, p: IngestParams) -> Plan:
-    layout = Layout({"user": "user", "item": "item"}, fields=("user", "item"), delimiter=" ", time_unit="row",
-                    default_event="view", integer_ids=True)
+    layout = Layout(
+        {"user": "user", "item": "item"},
+        fields=("user", "item"),
+        delimiter=" ",
+        time_unit="row",
+        default_event="view",
+        integer_ids=True,
+    )
     return Plan("sasrec", [Source(f, layout) for f in _files(path, "*.txt")])
 
 
 def _csv(path: Path, p: IngestParams) -> Plan:
     m = p.csv
     roles = {"user": m.user, "item": m.item, "time": m.time, "event": m.event, "value": m.value, "category": m.category}
-    layout = Layout({role: name for role, name in roles.items() if name},
-                    fields=tuple(m.names) if m.names and not m.header else None,  # a header names the columns
-                    delimiter=m.separator, time_unit=m.time_unit, event_map=m.event_map or None,
-                    default_event=m.default_event, encoding=m.encoding, parquet=m.pattern.endswith(".parquet"))
+    layout = Layout(
+        {role: name for role, name in roles.items() if name},
+        fields=tuple(m.names) if m.names and not m.header else None,  # a header names the columns
+        delimiter=m.separator,
+        time_unit=m.time_unit,
+        event_map=m.event_map or None,
+        default_event=m.default_event,
+        encoding=m.encoding,
+        parquet=m.pattern.endswith(".parquet"),
+    )
     if not m.header and not m.names:
         raise IngestError("ingest.csv: header is false, so ingest.csv.names must list the column names")
     files = _files(path, m.pattern)
@@ -175,8 +234,12 @@ def _with_suffix(layout: Layout, path: Path) -> Layout:
 
 
 PLANNERS: dict[str, Callable[[Path, IngestParams], Plan]] = {
-    "synthetic": _synthetic, "taobao": _taobao, "retailrocket": _retailrocket, "movielens": _movielens,
-    "sasrec": _sasrec, "csv": _csv,
+    "synthetic": _synthetic,
+    "taobao": _taobao,
+    "retailrocket": _retailrocket,
+    "movielens": _movielens,
+    "sasrec": _sasrec,
+    "csv": _csv,
 }
 assert tuple(PLANNERS) == INGEST_FORMATS
 
@@ -193,9 +256,15 @@ def plan(fmt: str, path: Path, p: IngestParams) -> Plan:
 
 # --- item metadata -------------------------------------------------------------------------------
 
+
 def _meta(raw_id, category, title=None) -> pd.DataFrame:
-    frame = pd.DataFrame({"raw_id": pd.Series(raw_id, dtype=object).astype(str).str.strip(),
-                          "category": pd.Series(category, dtype=object), "title": pd.Series(title, dtype=object)})
+    frame = pd.DataFrame(
+        {
+            "raw_id": pd.Series(raw_id, dtype=object).astype(str).str.strip(),
+            "category": pd.Series(category, dtype=object),
+            "title": pd.Series(title, dtype=object),
+        }
+    )
     return frame.drop_duplicates("raw_id", keep="last").reset_index(drop=True)
 
 
@@ -212,8 +281,11 @@ def _movielens_meta(files: list[Path]) -> pd.DataFrame:
         if path.name == "movies.dat":
             lines = path.read_text(encoding="latin-1").splitlines()
             parts = [line.split("::") for line in lines if line.strip()]
-            return _meta([q[0] for q in parts], _first_genre(pd.Series([q[-1] for q in parts])),
-                         ["::".join(q[1:-1]) for q in parts])
+            return _meta(
+                [q[0] for q in parts],
+                _first_genre(pd.Series([q[-1] for q in parts])),
+                ["::".join(q[1:-1]) for q in parts],
+            )
         movies = pd.read_csv(path, dtype=str, keep_default_na=False)
         return _meta(movies["movieId"], _first_genre(movies["genres"]), movies["title"])
     except (KeyError, IndexError, ValueError, pd.errors.ParserError) as exc:
@@ -227,7 +299,7 @@ def _ml100k_items(path: Path) -> pd.DataFrame:
     if genre_file.is_file():
         table = pd.read_csv(genre_file, sep="|", header=None, encoding="latin-1", dtype=str).dropna()
         genres = list(table.sort_values(1, key=lambda s: s.astype(int))[0])
-    flags = items.iloc[:, -len(genres):].astype(int).to_numpy()
+    flags = items.iloc[:, -len(genres) :].astype(int).to_numpy()
     first = pd.Series([genres[row.argmax()] if row.any() else None for row in flags], dtype=object)
     return _meta(items[0], first, items[1])
 
@@ -249,6 +321,7 @@ def _retailrocket_categories(files: list[Path]) -> pd.DataFrame:
 
 
 # --- reading -------------------------------------------------------------------------------------
+
 
 def _first_line(path: Path, encoding: str) -> str:
     try:
@@ -293,13 +366,16 @@ def read_blocks(source: Source, malformed: Malformed, block_mb: float) -> Iterat
     names = field_names(source)
     wanted = list(dict.fromkeys(source.layout.roles.values()))
     by_name = {name: role for role, name in source.layout.roles.items()}
-    types = {name: pa.dictionary(pa.int32(), pa.string()) if by_name[name] == "event" else pa.string() for name in wanted}
+    types = {
+        name: pa.dictionary(pa.int32(), pa.string()) if by_name[name] == "event" else pa.string() for name in wanted
+    }
     try:
         for batch in _batches(source, names, types, malformed, block_mb):
             yield {by_name[name]: _flat(batch.column(name)) for name in wanted}
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{source.path.name}: not readable as {source.layout.describe()}: "
-                          f"{_name_column(str(exc), names)}") from None
+        raise IngestError(
+            f"{source.path.name}: not readable as {source.layout.describe()}: {_name_column(str(exc), names)}"
+        ) from None
 
 
 def _flat(column) -> pa.Array:
@@ -310,19 +386,31 @@ def _batches(source: Source, names: list[str], types: dict[str, pa.DataType], ma
     """Record batches of the wanted columns (`types`: text, the event type dictionary-encoded)."""
     layout = source.layout
     if layout.parquet:
-        yield from pq.ParquetFile(source.path).iter_batches(batch_size=max(int(block_mb * 32_768), 1), columns=list(types))
+        yield from pq.ParquetFile(source.path).iter_batches(
+            batch_size=max(int(block_mb * 32_768), 1), columns=list(types)
+        )
         return
     reader = pacsv.open_csv(
         source.path,
         # single-threaded: invalid rows then carry their physical line number
-        read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=0 if layout.fields else 1,
-                                       block_size=max(int(min(block_mb, CSV_BLOCK_MB) * (1 << 20)), 1 << 10),
-                                       encoding=layout.encoding),
-        parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=malformed,
-                                         ignore_empty_lines=False),
+        read_options=pacsv.ReadOptions(
+            use_threads=False,
+            column_names=names,
+            skip_rows=0 if layout.fields else 1,
+            block_size=max(int(min(block_mb, CSV_BLOCK_MB) * (1 << 20)), 1 << 10),
+            encoding=layout.encoding,
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=layout.delimiter, invalid_row_handler=malformed, ignore_empty_lines=False
+        ),
         # an empty field is null (a missing id, time, value), nothing else is: "NA" or "null" stay text
-        convert_options=pacsv.ConvertOptions(include_columns=list(types), column_types=types, null_values=[""],
-                                             strings_can_be_null=True, quoted_strings_can_be_null=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=list(types),
+            column_types=types,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
     )
     yield from reader
 

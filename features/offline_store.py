@@ -46,9 +46,12 @@ def read_project_source(data_source: DataSource, repo_path: str) -> Table:
 
 
 def _store_options(config) -> dict:
-    return {"data_source_reader": read_project_source, "data_source_writer": feast_duckdb._write_data_source,
-            "staging_location": config.offline_store.staging_location,
-            "staging_location_endpoint_override": config.offline_store.staging_location_endpoint_override}
+    return {
+        "data_source_reader": read_project_source,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": config.offline_store.staging_location,
+        "staging_location_endpoint_override": config.offline_store.staging_location_endpoint_override,
+    }
 
 
 class ProjectDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
@@ -59,27 +62,70 @@ class ProjectDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
     """Feast's DuckDB offline store with repo-relative source paths (see the module docstring)."""
 
     @staticmethod
-    def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
-                                        timestamp_field, created_timestamp_column, start_date, end_date):
+    def pull_latest_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field,
+        created_timestamp_column,
+        start_date,
+        end_date,
+    ):
         return pull_latest_from_table_or_query_ibis(
-            config=config, data_source=data_source, join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
-            **_store_options(config))
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            **_store_options(config),
+        )
 
     @staticmethod
-    def get_historical_features(config, feature_views, feature_refs, entity_df, registry, project,
-                                full_feature_names=False, filter_by_created_timestamp=False):
+    def get_historical_features(
+        config,
+        feature_views,
+        feature_refs,
+        entity_df,
+        registry,
+        project,
+        full_feature_names=False,
+        filter_by_created_timestamp=False,
+    ):
         return get_historical_features_ibis(
-            config=config, feature_views=feature_views, feature_refs=feature_refs, entity_df=entity_df,
-            registry=registry, project=project, full_feature_names=full_feature_names,
-            filter_by_created_timestamp=filter_by_created_timestamp, **_store_options(config))
+            config=config,
+            feature_views=feature_views,
+            feature_refs=feature_refs,
+            entity_df=entity_df,
+            registry=registry,
+            project=project,
+            full_feature_names=full_feature_names,
+            filter_by_created_timestamp=filter_by_created_timestamp,
+            **_store_options(config),
+        )
 
     @staticmethod
-    def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns, timestamp_field,
-                                     created_timestamp_column=None, start_date=None, end_date=None):
+    def pull_all_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field,
+        created_timestamp_column=None,
+        start_date=None,
+        end_date=None,
+    ):
         return pull_all_from_table_or_query_ibis(
-            config=config, data_source=data_source, join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column, start_date=start_date, end_date=end_date,
-            **_store_options(config))
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            **_store_options(config),
+        )

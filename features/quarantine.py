@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 
 # raw text of the row (parsed values for rows rejected after parsing), where it came from, why
 QUARANTINE_COLUMNS = [*SYNTHETIC_COLUMNS, "value", "source_file", "line", "reason", "detail"]
-QUARANTINE_ROLES = {"user": "user_id", "item": "item_id", "category": "category", "event": "event_type",
-                    "time": "timestamp", "value": "value"}
+QUARANTINE_ROLES = {
+    "user": "user_id",
+    "item": "item_id",
+    "category": "category",
+    "event": "event_type",
+    "time": "timestamp",
+    "value": "value",
+}
 QUARANTINE_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in QUARANTINE_COLUMNS])
 
 
@@ -50,16 +56,32 @@ class FileRead:
         return good_index + shift + self.first_line
 
 
-def raw_rows(block: dict[str, pa.Array], rows: np.ndarray, reasons: np.ndarray, file_index: int, offset: int) -> pa.Table:
+def raw_rows(
+    block: dict[str, pa.Array], rows: np.ndarray, reasons: np.ndarray, file_index: int, offset: int
+) -> pa.Table:
     take = pa.array(rows)
-    text = {column: pc.cast(block[role].take(take), pa.string()) if role in block else pa.nulls(len(rows), pa.string())
-            for role, column in QUARANTINE_ROLES.items()}
-    return pa.table({**text, "file": pa.array(np.full(len(rows), file_index, np.int32)),
-                     "index": pa.array(rows + offset), "code": pa.array(reasons)})
+    text = {
+        column: pc.cast(block[role].take(take), pa.string()) if role in block else pa.nulls(len(rows), pa.string())
+        for role, column in QUARANTINE_ROLES.items()
+    }
+    return pa.table(
+        {
+            **text,
+            "file": pa.array(np.full(len(rows), file_index, np.int32)),
+            "index": pa.array(rows + offset),
+            "code": pa.array(reasons),
+        }
+    )
 
 
-def quarantine_table(files: list[FileRead], rejected: list[pa.Table], rows: Rows, names: pa.Array, item_cat: np.ndarray,
-                     event_types: list[str]) -> pa.Table:
+def quarantine_table(
+    files: list[FileRead],
+    rejected: list[pa.Table],
+    rows: Rows,
+    names: pa.Array,
+    item_cat: np.ndarray,
+    event_types: list[str],
+) -> pa.Table:
     """Rejected rows of every kind with file, line and reason, sorted by file and line: the malformed
     lines of `files`, the row-check rejects (`rejected`: `raw_rows` tables) and the rows a global
     step rejected (`rows.reason` from `duplicate` on)."""
@@ -67,8 +89,16 @@ def quarantine_table(files: list[FileRead], rejected: list[pa.Table], rows: Rows
     for index, f in enumerate(files):
         if f.malformed.lines:
             m = len(f.malformed.lines)
-            parts.append(pa.table({"file": np.full(m, index, np.int32), "line": np.asarray(f.malformed.lines, np.int64),
-                                   "reason": pa.array(["malformed_row"] * m), "detail": pa.array(f.malformed.texts)}))
+            parts.append(
+                pa.table(
+                    {
+                        "file": np.full(m, index, np.int32),
+                        "line": np.asarray(f.malformed.lines, np.int64),
+                        "reason": pa.array(["malformed_row"] * m),
+                        "detail": pa.array(f.malformed.texts),
+                    }
+                )
+            )
     parts += [_with_lines(table, files) for table in rejected]
     late = np.flatnonzero(rows.reason >= code("duplicate"))  # rejected after parsing: parsed values as text
     if len(late):
@@ -76,22 +106,37 @@ def quarantine_table(files: list[FileRead], rejected: list[pa.Table], rows: Rows
         if rows.category is not None:
             category = np.where(rows.category[late] >= 0, rows.category[late], category)
         value = rows.value[late] if rows.value is not None else np.full(len(late), np.nan)
-        parts.append(_with_lines(pa.table({
-            "user_id": rows.user_ids.take(pa.array(rows.user[late])),
-            "item_id": rows.item_ids.take(pa.array(rows.item[late])),
-            "category": names.take(pa.array(category)),
-            "event_type": pa.array(event_types).take(pa.array(rows.event[late])),
-            "timestamp": pc.cast(pa.array(rows.ts[late]).cast(pa.timestamp("us", "UTC")), pa.string()),
-            "value": pc.cast(pa.array(value, from_pandas=True), pa.string()),
-            "file": np.searchsorted([f.start for f in files], late, side="right").astype(np.int32) - 1,
-            "index": late, "code": rows.reason[late]}), files, global_index=True))
+        parts.append(
+            _with_lines(
+                pa.table(
+                    {
+                        "user_id": rows.user_ids.take(pa.array(rows.user[late])),
+                        "item_id": rows.item_ids.take(pa.array(rows.item[late])),
+                        "category": names.take(pa.array(category)),
+                        "event_type": pa.array(event_types).take(pa.array(rows.event[late])),
+                        "timestamp": pc.cast(pa.array(rows.ts[late]).cast(pa.timestamp("us", "UTC")), pa.string()),
+                        "value": pc.cast(pa.array(value, from_pandas=True), pa.string()),
+                        "file": np.searchsorted([f.start for f in files], late, side="right").astype(np.int32) - 1,
+                        "index": late,
+                        "code": rows.reason[late],
+                    }
+                ),
+                files,
+                global_index=True,
+            )
+        )
     if not parts:
         return QUARANTINE_SCHEMA.empty_table()
     table = pa.concat_tables(parts, promote_options="default")
     table = table.take(pc.sort_indices(table, [("file", "ascending"), ("line", "ascending")]))
     table = table.append_column("source_file", pa.array([f.path.name for f in files]).take(table["file"]))
-    return pa.table({c: table[c] if c in table.column_names else pa.nulls(len(table), QUARANTINE_SCHEMA.field(c).type)
-                     for c in QUARANTINE_COLUMNS}, schema=QUARANTINE_SCHEMA)
+    return pa.table(
+        {
+            c: table[c] if c in table.column_names else pa.nulls(len(table), QUARANTINE_SCHEMA.field(c).type)
+            for c in QUARANTINE_COLUMNS
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def _with_lines(table: pa.Table, files: list[FileRead], global_index: bool = False) -> pa.Table:
@@ -103,8 +148,11 @@ def _with_lines(table: pa.Table, files: list[FileRead], global_index: bool = Fal
         at = file == k
         line[at] = files[k].lines(index[at] - (files[k].start if global_index else 0))
     reasons = np.asarray(REASONS, dtype=object)[table["code"].to_numpy() - 1]
-    return table.drop_columns(["index", "code"]).append_column("line", pa.array(line)).append_column(
-        "reason", pa.array(reasons, pa.string()))
+    return (
+        table.drop_columns(["index", "code"])
+        .append_column("line", pa.array(line))
+        .append_column("reason", pa.array(reasons, pa.string()))
+    )
 
 
 def file_entries(files: list[FileRead], kept: np.ndarray, reason: np.ndarray) -> list[dict]:
@@ -114,12 +162,20 @@ def file_entries(files: list[FileRead], kept: np.ndarray, reason: np.ndarray) ->
     entries = []
     for f, rows_kept in zip(files, kept.tolist()):
         read = f.rows + len(f.malformed.lines)
-        per_reason = np.bincount(reason[f.start:f.start + f.rows], minlength=len(REASONS) + 1)
-        entries.append({"name": f.path.name, "path": str(f.path.resolve()), "size": f.path.stat().st_size,
-                        "md5": f.md5.result(), "rows_read": read, "rows_kept": rows_kept,
-                        "rows_quarantined": read - rows_kept,
-                        "rows_invalid": len(f.malformed.lines) + int(per_reason[invalid].sum()),
-                        "rows_duplicate": int(per_reason[repeats].sum())})
+        per_reason = np.bincount(reason[f.start : f.start + f.rows], minlength=len(REASONS) + 1)
+        entries.append(
+            {
+                "name": f.path.name,
+                "path": str(f.path.resolve()),
+                "size": f.path.stat().st_size,
+                "md5": f.md5.result(),
+                "rows_read": read,
+                "rows_kept": rows_kept,
+                "rows_quarantined": read - rows_kept,
+                "rows_invalid": len(f.malformed.lines) + int(per_reason[invalid].sum()),
+                "rows_duplicate": int(per_reason[repeats].sum()),
+            }
+        )
     return entries
 
 

@@ -114,8 +114,12 @@ class Reader:
         event = cleaning.event_codes(block.get("event"), n, self.p.event_types, layout.event_map, layout.default_event)
         value, bad_value = cleaning.parse_value(block.get("value"), n)
         reasons = cleaning.row_reasons(missing_user, missing_item, ts, event, bad_value, self.latest_us)
-        for name, array in (("ts", ts), ("event", event), ("value", value if "value" in block else None),
-                            ("reason", reasons)):
+        for name, array in (
+            ("ts", ts),
+            ("event", event),
+            ("value", value if "value" in block else None),
+            ("reason", reasons),
+        ):
             if array is not None:
                 self.parts[name].append(array)
         bad = np.flatnonzero(reasons)
@@ -127,9 +131,18 @@ class Reader:
         (user, user_ids), (item, item_ids) = self.users.finish(), self.items.finish()
         category, names = self.categories.finish() if self.categories.parts else (None, pa.array([], pa.string()))
         value = concat(self.parts["value"], np.float64) if self.parts["value"] else None
-        return Rows(user, item, category,
-                    concat(self.parts["ts"], np.int64), concat(self.parts["event"], np.int8), value,
-                    concat(self.parts["reason"], np.int8), user_ids, item_ids, names)
+        return Rows(
+            user,
+            item,
+            category,
+            concat(self.parts["ts"], np.int64),
+            concat(self.parts["event"], np.int8),
+            value,
+            concat(self.parts["reason"], np.int8),
+            user_ids,
+            item_ids,
+            names,
+        )
 
 
 def check_readable(source: Source, f: FileRead, block: dict[str, pa.Array], reasons: np.ndarray) -> None:
@@ -142,14 +155,25 @@ def check_readable(source: Source, f: FileRead, block: dict[str, pa.Array], reas
         line, text = f.malformed.lines[0], f.malformed.texts[0]
         raise IngestError(f"{name} line {line}: expected {layout.describe()}, found {text[:120]!r} {hint}")
     reason = REASONS[reasons[0] - 1]
-    role = {"missing_user_id": "user", "missing_item_id": "item", "bad_timestamp": "time", "negative_timestamp": "time",
-            "future_timestamp": "time", "unknown_event_type": "event", "bad_value": "value"}[reason]
+    role = {
+        "missing_user_id": "user",
+        "missing_item_id": "item",
+        "bad_timestamp": "time",
+        "negative_timestamp": "time",
+        "future_timestamp": "time",
+        "unknown_event_type": "event",
+        "bad_value": "value",
+    }[reason]
     column = layout.roles.get(role, role)
     value = block[role][0].as_py() if role in block else layout.default_event
-    what = {"time": f"a time in unit {layout.time_unit!r}", "event": "an event type in ingest.event_types"}.get(role, "")
+    what = {"time": f"a time in unit {layout.time_unit!r}", "event": "an event type in ingest.event_types"}.get(
+        role, ""
+    )
     line = int(f.lines(np.zeros(1, np.int64))[0])
-    raise IngestError(f"{name} line {line}: column {column!r}: {value!r} is {reason.replace('_', ' ')}"
-                      f"{' (expected ' + what + ')' if what else ''} {hint}")
+    raise IngestError(
+        f"{name} line {line}: column {column!r}: {value!r} is {reason.replace('_', ' ')}"
+        f"{' (expected ' + what + ')' if what else ''} {hint}"
+    )
 
 
 def concat(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -87,18 +87,29 @@ def user_summary(features: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-
-def canonical_from_raw(raw: pd.DataFrame, user_ids: dict[str, int], item_ids: dict[str, int], session_gap_s: int) -> pd.DataFrame:
+def canonical_from_raw(
+    raw: pd.DataFrame, user_ids: dict[str, int], item_ids: dict[str, int], session_gap_s: int
+) -> pd.DataFrame:
     """Raw-layout events not ingested yet → canonical events in the known id space (what the monitor
     compares with the champion's data). Unknown users get fresh ids after the known ones; unknown
     items share one id past the catalogue; unparseable rows are skipped: ingest will judge them."""
-    ts = pd.to_datetime(pd.to_numeric(raw["timestamp"], errors="coerce"), unit="s", utc=True).astype("datetime64[us, UTC]")
+    ts = pd.to_datetime(pd.to_numeric(raw["timestamp"], errors="coerce"), unit="s", utc=True).astype(
+        "datetime64[us, UTC]"
+    )
     raw_users = raw["user_id"].astype(str)
     unknown = pd.Index(raw_users[~raw_users.isin(user_ids)].unique())
-    users = raw_users.map(user_ids).fillna(raw_users.map(dict(zip(unknown, range(max(user_ids.values(), default=0) + 1, 10**12)))))
+    users = raw_users.map(user_ids).fillna(
+        raw_users.map(dict(zip(unknown, range(max(user_ids.values(), default=0) + 1, 10**12))))
+    )
     items = raw["item_id"].astype(str).map(item_ids).fillna(max(item_ids.values(), default=0) + 1)
-    frame = pd.DataFrame({"user_id": users.astype(np.int64), "item_id": items.astype(np.int64), "ts": ts,
-                          "event_type": raw["event_type"].astype(str)}).dropna(subset=["ts"])
+    frame = pd.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "item_id": items.astype(np.int64),
+            "ts": ts,
+            "event_type": raw["event_type"].astype(str),
+        }
+    ).dropna(subset=["ts"])
     frame = frame.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     gap = frame.groupby("user_id")["ts"].diff().dt.total_seconds()
     return frame.assign(session_id=(gap.isna() | (gap > session_gap_s)).cumsum())

@@ -56,9 +56,13 @@ def as_spark_source(source: DataSource, repo_path: str) -> DataSource:
     with warnings.catch_warnings():  # "experimental" RuntimeWarning on every construction
         warnings.simplefilter("ignore", RuntimeWarning)
         return SparkSource(
-            name=source.name, path=spark_path(source.path, repo_path), file_format="parquet",
-            timestamp_field=source.timestamp_field, created_timestamp_column=source.created_timestamp_column,
-            field_mapping=dict(source.field_mapping), date_partition_column=source.date_partition_column or None,
+            name=source.name,
+            path=spark_path(source.path, repo_path),
+            file_format="parquet",
+            timestamp_field=source.timestamp_field,
+            created_timestamp_column=source.created_timestamp_column,
+            field_mapping=dict(source.field_mapping),
+            date_partition_column=source.date_partition_column or None,
         )
 
 
@@ -78,29 +82,76 @@ class ProjectSparkOfflineStore(SparkOfflineStore):
     """Feast's Spark offline store over the project's FileSource (see the module docstring)."""
 
     @staticmethod
-    def pull_latest_from_table_or_query(config, data_source, join_key_columns, feature_name_columns,
-                                        timestamp_field, created_timestamp_column, start_date, end_date):
+    def pull_latest_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field,
+        created_timestamp_column,
+        start_date,
+        end_date,
+    ):
         ensure_java_home()
         return SparkOfflineStore.pull_latest_from_table_or_query(
-            config, as_spark_source(data_source, str(config.repo_path)), join_key_columns, feature_name_columns,
-            timestamp_field, created_timestamp_column, start_date, end_date)
+            config,
+            as_spark_source(data_source, str(config.repo_path)),
+            join_key_columns,
+            feature_name_columns,
+            timestamp_field,
+            created_timestamp_column,
+            start_date,
+            end_date,
+        )
 
     @staticmethod
-    def get_historical_features(config, feature_views, feature_refs, entity_df, registry, project,
-                                full_feature_names=False, filter_by_created_timestamp=False, **kwargs):
+    def get_historical_features(
+        config,
+        feature_views,
+        feature_refs,
+        entity_df,
+        registry,
+        project,
+        full_feature_names=False,
+        filter_by_created_timestamp=False,
+        **kwargs,
+    ):
         ensure_java_home()
         views = [with_spark_source(view, str(config.repo_path)) for view in feature_views]
         return SparkOfflineStore.get_historical_features(
-            config, views, feature_refs, entity_df, registry, project, full_feature_names=full_feature_names,
-            filter_by_created_timestamp=filter_by_created_timestamp, **kwargs)
+            config,
+            views,
+            feature_refs,
+            entity_df,
+            registry,
+            project,
+            full_feature_names=full_feature_names,
+            filter_by_created_timestamp=filter_by_created_timestamp,
+            **kwargs,
+        )
 
     @staticmethod
-    def pull_all_from_table_or_query(config, data_source, join_key_columns, feature_name_columns, timestamp_field,
-                                     created_timestamp_column=None, start_date=None, end_date=None):
+    def pull_all_from_table_or_query(
+        config,
+        data_source,
+        join_key_columns,
+        feature_name_columns,
+        timestamp_field,
+        created_timestamp_column=None,
+        start_date=None,
+        end_date=None,
+    ):
         ensure_java_home()
         return SparkOfflineStore.pull_all_from_table_or_query(
-            config, as_spark_source(data_source, str(config.repo_path)), join_key_columns, feature_name_columns,
-            timestamp_field, created_timestamp_column, start_date, end_date)
+            config,
+            as_spark_source(data_source, str(config.repo_path)),
+            join_key_columns,
+            feature_name_columns,
+            timestamp_field,
+            created_timestamp_column,
+            start_date,
+            end_date,
+        )
 
 
 def latest_feature_rows(store, view, features: list[str], start: datetime, end: datetime) -> pa.Table:
@@ -108,8 +159,15 @@ def latest_feature_rows(store, view, features: list[str], start: datetime, end: 
     reads), with UTC timestamps (Spark hands them back naive, in the session's UTC)."""
     source = view.batch_source
     job = ProjectSparkOfflineStore.pull_latest_from_table_or_query(
-        store.config, source, ["user_id"], features, source.timestamp_field, source.created_timestamp_column or None,
-        start, end)
+        store.config,
+        source,
+        ["user_id"],
+        features,
+        source.timestamp_field,
+        source.created_timestamp_column or None,
+        start,
+        end,
+    )
     table = job.to_arrow()
     utc = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))  # naive values are read as UTC
     return table.set_column(table.schema.get_field_index("event_timestamp"), "event_timestamp", utc)

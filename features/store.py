@@ -44,14 +44,24 @@ def profile_dir(paths: Paths, profile: str = "local") -> Path:
 def open_store(paths: Paths, profile: str = "local"):
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(paths.feature_repo), fs_yaml_file=profile_dir(paths, profile) / "feature_store.yaml")
+    return FeatureStore(
+        repo_path=str(paths.feature_repo), fs_yaml_file=profile_dir(paths, profile) / "feature_store.yaml"
+    )
 
 
 def apply(paths: Paths, profile: str = "local") -> None:
     """`feast apply` on the repo (the real CLI, so the registry matches what users would get)."""
     (paths.home / "feature_store").mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "feast.cli.cli", "--chdir", str(paths.feature_repo),
-           "--feature-store-yaml", str(profile_dir(paths, profile) / "feature_store.yaml"), "apply"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "feast.cli.cli",
+        "--chdir",
+        str(paths.feature_repo),
+        "--feature-store-yaml",
+        str(profile_dir(paths, profile) / "feature_store.yaml"),
+        "apply",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise FeatureStoreError(f"feast apply failed:\n{done.stderr[-2000:]}")
@@ -78,7 +88,9 @@ class MaterializeResult:
         return self.users_written / self.seconds if self.seconds > 0 else float("inf")
 
 
-def materialize(paths: Paths, end: datetime | None = None, profile: str = "local", full: bool = False) -> MaterializeResult:
+def materialize(
+    paths: Paths, end: datetime | None = None, profile: str = "local", full: bool = False
+) -> MaterializeResult:
     """Write the latest feature row (at or before `end`) of every user whose row changed since the
     last run into the online store; `full` rewrites every user."""
     started = time.perf_counter()
@@ -108,7 +120,9 @@ def latest_rows(store, view, features: list[str], end: datetime) -> pa.Table:
         return latest_feature_rows(feature_source_path(store, view), features, end)
     from seqops.features import spark_offline_store
 
-    return with_row_hash(spark_offline_store.latest_feature_rows(store, view, features, MATERIALIZE_START, end), features)
+    return with_row_hash(
+        spark_offline_store.latest_feature_rows(store, view, features, MATERIALIZE_START, end), features
+    )
 
 
 def with_row_hash(rows: pa.Table, features: list[str]) -> pa.Table:
@@ -118,8 +132,9 @@ def with_row_hash(rows: pa.Table, features: list[str]) -> pa.Table:
     columns = ", ".join(f'"{name}"' for name in features)
     with duckdb.connect() as con:
         con.register("rows", rows)
-        return con.sql(f"SELECT user_id, event_timestamp, {columns}, hash({columns}) AS row_hash FROM rows "
-                       "ORDER BY user_id").to_arrow_table()
+        return con.sql(
+            f"SELECT user_id, event_timestamp, {columns}, hash({columns}) AS row_hash FROM rows ORDER BY user_id"
+        ).to_arrow_table()
 
 
 def feature_source_path(store, view) -> str:

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from seqops.config import SyntheticParams
-from seqops.features.ingest import RAW_COLUMNS
 
 BROWSE_TYPE = "view"  # the other event types act on the item the user is looking at
 
@@ -90,8 +89,9 @@ def _category_share(category: np.ndarray, n_categories: int) -> np.ndarray:
     return sizes / sizes.sum()
 
 
-def _successors(items: np.ndarray, category: np.ndarray, popularity: np.ndarray, n_categories: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _successors(
+    items: np.ndarray, category: np.ndarray, popularity: np.ndarray, n_categories: int, rng: np.random.Generator
+) -> np.ndarray:
     """N_SUCCESSORS popularity-weighted successors per item, mostly in the item's own category."""
     # Tempered, so that not every item leads to its category's head item.
     sampler = _Sampler(category, popularity**EDGE_POPULARITY_POWER, n_categories)
@@ -160,8 +160,9 @@ def type_mix(p: SyntheticParams) -> tuple[list[str], np.ndarray]:
     return names, probs
 
 
-def _funnel_types(p: SyntheticParams, names: list[str], types: np.ndarray, step: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+def _funnel_types(
+    p: SyntheticParams, names: list[str], types: np.ndarray, step: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Re-draw, session step by session step, the types of events that follow a cart or purchase
     through FUNNEL with probability p.type_funnel (its own random stream: 0 changes nothing)."""
     rows = {i: np.array([FUNNEL[name].get(n, 0.0) for n in names]) for i, name in enumerate(names) if name in FUNNEL}
@@ -204,8 +205,15 @@ def _session_starts(p: SyntheticParams, rng: np.random.Generator) -> tuple[np.nd
     return user, offset.astype(np.int64), end
 
 
-def _walk(p: SyntheticParams, catalog: Catalog, interests: np.ndarray, user: np.ndarray, step: np.ndarray,
-          repeat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _walk(
+    p: SyntheticParams,
+    catalog: Catalog,
+    interests: np.ndarray,
+    user: np.ndarray,
+    step: np.ndarray,
+    repeat: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Items for events laid out session by session (`step` = position in the session)."""
     n = len(user)
     sampler = _Sampler(catalog.category, catalog.popularity, catalog.n_categories)
@@ -234,8 +242,9 @@ def _ids(prefix: str, width: int, index: np.ndarray) -> np.ndarray:
     return names[index]
 
 
-def _event_offsets(session_start: np.ndarray, user_end: np.ndarray, lengths: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
+def _event_offsets(
+    session_start: np.ndarray, user_end: np.ndarray, lengths: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Seconds into the batch window per event: session start plus exponential in-session gaps."""
     step = _within(lengths)
     gaps = np.where(step == 0, 0, 1 + np.floor(rng.exponential(MEAN_GAP_S - 1, len(step)))).astype(np.int64)
@@ -252,7 +261,9 @@ def generate_batch(p: SyntheticParams, batch: int = 0) -> pd.DataFrame:
     return pd.concat(list(iter_batch_chunks(p, batch, chunk_users=max(p.n_users, 1))), ignore_index=True)
 
 
-def iter_batch_chunks(p: SyntheticParams, batch: int = 0, chunk_users: int = DEFAULT_CHUNK_USERS) -> Iterator[pd.DataFrame]:
+def iter_batch_chunks(
+    p: SyntheticParams, batch: int = 0, chunk_users: int = DEFAULT_CHUNK_USERS
+) -> Iterator[pd.DataFrame]:
     """A batch as consecutive user chunks (each sorted by timestamp), so 10^7 events never sit in
     memory at once. The catalogue and the users' interests are shared; with one chunk
     (n_users <= chunk_users) the batch is exactly `generate_batch`'s."""
@@ -265,8 +276,15 @@ def iter_batch_chunks(p: SyntheticParams, batch: int = 0, chunk_users: int = DEF
         yield _chunk_events(p, catalog, interests, users, window_start, batch, chunk)
 
 
-def _chunk_events(p: SyntheticParams, catalog: Catalog, interests: np.ndarray, users: np.ndarray,
-                  window_start: int, batch: int, chunk: int) -> pd.DataFrame:
+def _chunk_events(
+    p: SyntheticParams,
+    catalog: Catalog,
+    interests: np.ndarray,
+    users: np.ndarray,
+    window_start: int,
+    batch: int,
+    chunk: int,
+) -> pd.DataFrame:
     """Events of the users `users` (consecutive global indices), sorted by timestamp."""
     rng = _rng(p, _EVENTS, batch, chunk)
     session_user, session_start, user_end = _session_starts(p.model_copy(update={"n_users": len(users)}), rng)

@@ -31,6 +31,7 @@ _POW10 = 10 ** np.arange(1, 19, dtype=np.int64)
 
 # --- raw ids → codes -----------------------------------------------------------------------------
 
+
 class IdEncoder:
     """Raw ids → int codes, block by block; the global mapping is settled once in `finish`.
 
@@ -73,8 +74,10 @@ class IdEncoder:
             if int_codes is not None:
                 int_codes = np.append(entry[: len(int_uniques)], -1)[int_codes]  # -1 stays missing
             bounds = np.cumsum([len(int_uniques), *(len(d) for _, d in texts)])
-            text_codes = [np.append(entry[start:end], -1)[values]  # local code len(d) stands for null
-                          for (values, _), start, end in zip(texts, bounds[:-1], bounds[1:])]
+            text_codes = [
+                np.append(entry[start:end], -1)[values]  # local code len(d) stands for null
+                for (values, _), start, end in zip(texts, bounds[:-1], bounds[1:])
+            ]
         int_sizes = np.cumsum([0, *(len(values) for values in ints)])
         int_parts = iter(int_codes[a:b] for a, b in zip(int_sizes[:-1], int_sizes[1:])) if ints else iter(())
         text_parts = iter(text_codes)
@@ -85,7 +88,7 @@ class IdEncoder:
 
 def _text_length(column: pa.Array) -> int:
     """Total bytes of a string array's values (from its offsets, no pass over the data)."""
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset:column.offset + len(column) + 1]
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)[column.offset : column.offset + len(column) + 1]
     return int(offsets[-1] - offsets[0]) if len(offsets) else 0
 
 
@@ -105,7 +108,9 @@ def _round_trip_ints(column: pa.Array, canonical: bool = True) -> np.ndarray | N
         if not pc.any(blank).as_py():
             return None
         try:
-            values = pc.cast(pc.if_else(blank, pa.scalar(None, pa.string()), column), pa.int64()).fill_null(-1).to_numpy()
+            values = (
+                pc.cast(pc.if_else(blank, pa.scalar(None, pa.string()), column), pa.int64()).fill_null(-1).to_numpy()
+            )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         blank_bytes = pc.sum(pc.binary_length(column.filter(blank))).as_py() or 0
@@ -140,6 +145,7 @@ def _factorize_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- vocabulary ids --------------------------------------------------------------------------------
 
+
 def _first_times(codes: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
     """Earliest time per code (int64 max where the code has no row)."""
     first = np.full(n, np.iinfo(np.int64).max)
@@ -166,7 +172,9 @@ class Known:
 
     @classmethod
     def read(cls, paths: Paths) -> Known:
-        return cls(_read_vocab(paths.vocab / "users.parquet", "user_id"), _read_vocab(paths.vocab / "items.parquet", "item_id"))
+        return cls(
+            _read_vocab(paths.vocab / "users.parquet", "user_id"), _read_vocab(paths.vocab / "items.parquet", "item_id")
+        )
 
 
 def _read_vocab(path: Path, id_col: str) -> pa.Table:
@@ -180,9 +188,11 @@ def _read_vocab(path: Path, id_col: str) -> pa.Table:
     frame = table.select(["raw_id", id_col]).to_pandas()
     clashes = int(frame["raw_id"].duplicated(keep=False).sum() + frame[id_col].duplicated(keep=False).sum())
     if clashes or (frame[id_col] < 1).any():
-        raise IngestError(f"{path}: {clashes or int((frame[id_col] < 1).sum())} {id_col}s are not one id per raw id "
-                          f"(ids from 1); growing it would move them. Nothing was written: restore the file "
-                          f"(`dvc checkout .seqops/events/vocab`) or remove it to start new ids.")
+        raise IngestError(
+            f"{path}: {clashes or int((frame[id_col] < 1).sum())} {id_col}s are not one id per raw id "
+            f"(ids from 1); growing it would move them. Nothing was written: restore the file "
+            f"(`dvc checkout .seqops/events/vocab`) or remove it to start new ids."
+        )
     return table
 
 
@@ -221,8 +231,9 @@ def vocab_ids(rows: Rows, known: Known) -> tuple[np.ndarray, np.ndarray]:
     return np.append(uid_of, last_user + 1), np.append(iid_of, 0)
 
 
-def items_table(iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.ndarray, meta: pd.DataFrame | None,
-                 known: pa.Table) -> pa.Table:
+def items_table(
+    iid_of: np.ndarray, rows: Rows, names: pa.Array, item_cat: np.ndarray, meta: pd.DataFrame | None, known: pa.Table
+) -> pa.Table:
     """The item vocabulary with category and title: this run's for the items it read (a known one
     where this run has none), the known row's for the items it did not read."""
     items = vocab_table(iid_of, rows.item_ids, "item_id", known)
@@ -242,7 +253,9 @@ def _known_column(known: pa.Table, name: str, n: int) -> pa.Array:
     return pa.concat_arrays([values.cast(pa.string()), pa.nulls(n - len(known), pa.string())])
 
 
-def item_categories(rows: Rows, first_row_cat: np.ndarray | None, meta: pd.DataFrame | None) -> tuple[pa.Array, np.ndarray]:
+def item_categories(
+    rows: Rows, first_row_cat: np.ndarray | None, meta: pd.DataFrame | None
+) -> tuple[pa.Array, np.ndarray]:
     """(category names, category code per item code): the item metadata's where it has one, else
     the category of the item's first valid row (`first_row_cat`), else 'unknown'."""
     n_rows = len(rows.category_names)

@@ -49,7 +49,7 @@ def run_demo(project: Path, console: Console) -> None:
         f"gate decision: {second['reports']['decision_json']}",
         "reasons: " + " | ".join(second["reasons"]),
         f"service: answered on {url} (stopped); start it with `seqops serve` or `bentoml serve seqops.serving.service:Recommender`",
-        f"sample: POST /recommend {{\"user_id\": \"{user}\", \"k\": 10}} → {answer['items']} (model {answer['model_version']}, fallback={answer['fallback']})",
+        f'sample: POST /recommend {{"user_id": "{user}", "k": 10}} → {answer["items"]} (model {answer["model_version"]}, fallback={answer["fallback"]})',
         "",
         "look at each piece in its own tool:",
         "  dvc dag; dvc metrics show; dvc params diff",

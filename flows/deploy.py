@@ -23,8 +23,12 @@ def deployments(project: Path, schedules: bool = True) -> list:
 
     return [
         # concurrency_limit=1: a scheduled and a monitor-triggered retrain never overlap
-        retrain.to_deployment(name="retrain", parameters=parameters, concurrency_limit=1, **when(cron=flows.retrain_cron)),
-        materialize.to_deployment(name="materialize", parameters=parameters, **when(interval=flows.materialize_interval_s)),
+        retrain.to_deployment(
+            name="retrain", parameters=parameters, concurrency_limit=1, **when(cron=flows.retrain_cron)
+        ),
+        materialize.to_deployment(
+            name="materialize", parameters=parameters, **when(interval=flows.materialize_interval_s)
+        ),
         monitor.to_deployment(name="monitor", parameters=parameters, **when(interval=flows.monitor_interval_s)),
     ]
 

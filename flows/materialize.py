@@ -17,6 +17,11 @@ def materialize(project: str = ".") -> str:
     params = load_params(paths.project / "params.yaml")
     end = datetime.now(timezone.utc)
     result = feature_store.materialize(paths, end=end, profile=params.features.store_profile)
-    get_run_logger().info("materialized up to %s: %d of %d users written in %.1f s", end.isoformat(timespec="seconds"),
-                          result.users_written, result.users_total, result.seconds)
+    get_run_logger().info(
+        "materialized up to %s: %d of %d users written in %.1f s",
+        end.isoformat(timespec="seconds"),
+        result.users_written,
+        result.users_total,
+        result.seconds,
+    )
     return end.isoformat()

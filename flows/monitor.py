@@ -17,10 +17,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from seqops.config import FlowParams, load_params, project_paths
 from seqops.features.sequences import canonical_from_raw
-from seqops.models.training.artifact import Artifact
 from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
+from seqops.models.training.artifact import Artifact
 from seqops.serving.logs import landed_events, read_requests
+
 
 def counted_fallbacks(requests: pd.DataFrame, per_client: bool = True) -> pd.Series:
     """Which answers the fallback trigger counts (True = given by the popularity fallback): with
@@ -40,22 +41,36 @@ def serving_quality(requests: pd.DataFrame, fresh_raw: pd.DataFrame, per_client:
     rate of fresh raw events (user_id, item_id, timestamp in unix s) against each user's latest
     earlier answer."""
     counted = counted_fallbacks(requests, per_client)
-    out = {"answers": len(requests), "clients": int(requests["client"].nunique()), "counted_answers": len(counted),
-           "fallback_share": float(counted.mean()) if len(counted) else 0.0}
-    events = fresh_raw.assign(time=pd.to_datetime(pd.to_numeric(fresh_raw["timestamp"], errors="coerce"), unit="s", utc=True),
-                              user_id=fresh_raw["user_id"].astype(str)).dropna(subset=["time"])
+    out = {
+        "answers": len(requests),
+        "clients": int(requests["client"].nunique()),
+        "counted_answers": len(counted),
+        "fallback_share": float(counted.mean()) if len(counted) else 0.0,
+    }
+    events = fresh_raw.assign(
+        time=pd.to_datetime(pd.to_numeric(fresh_raw["timestamp"], errors="coerce"), unit="s", utc=True),
+        user_id=fresh_raw["user_id"].astype(str),
+    ).dropna(subset=["time"])
     answered = requests[~requests["fallback"].astype(bool)].assign(user_id=lambda f: f["user_id"].astype(str))
     if answered.empty or events.empty:
         return {**out, "hit_rate": None, "events_after_an_answer": 0}
-    matched = pd.merge_asof(events.sort_values("time"), answered.sort_values("time")[["time", "user_id", "items"]],
-                            on="time", by="user_id", direction="backward").dropna(subset=["items"])
+    matched = pd.merge_asof(
+        events.sort_values("time"),
+        answered.sort_values("time")[["time", "user_id", "items"]],
+        on="time",
+        by="user_id",
+        direction="backward",
+    ).dropna(subset=["items"])
     hits = [str(item) in set(map(str, items)) for item, items in zip(matched["item_id"], matched["items"])]
     return {**out, "hit_rate": float(np.mean(hits)) if hits else None, "events_after_an_answer": len(hits)}
 
 
 def quality_dropped(quality: dict, flows: FlowParams) -> bool:
     """More of the counted answers than `flows.max_fallback_share` came from the fallback, with enough of them to judge."""
-    return quality["counted_answers"] >= flows.monitor_min_requests and quality["fallback_share"] > flows.max_fallback_share
+    return (
+        quality["counted_answers"] >= flows.monitor_min_requests
+        and quality["fallback_share"] > flows.max_fallback_share
+    )
 
 
 def trigger_retrain(project: str) -> str:
@@ -77,34 +92,59 @@ def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict 
     are too few fresh users to judge (`flows.monitor_min_users`)."""
     artifact = Artifact.load(Registry.of_project(paths).model_dir(champion))
     items, users = artifact.items(), pd.read_parquet(paths.vocab / "users.parquet")
-    fresh = canonical_from_raw(raw, dict(zip(users["raw_id"].astype(str), users["user_id"])),
-                               dict(zip(items["raw_id"].astype(str), items["item_id"])), params.ingest.session_gap_s)
+    fresh = canonical_from_raw(
+        raw,
+        dict(zip(users["raw_id"].astype(str), users["user_id"])),
+        dict(zip(items["raw_id"].astype(str), items["item_id"])),
+        params.ingest.session_gap_s,
+    )
     if fresh["user_id"].nunique() < params.flows.monitor_min_users:
         return None
     known = pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type", "session_id"])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     # same_span: landed events cover hours or days, the champion's data weeks — compare stretches of equal length
-    drift = behaviour_drift(pd.concat([known, fresh], ignore_index=True), known.groupby("user_id").size(),
-                            artifact.popularity.counts, params.gate, paths.reports / "monitor" / stamp, same_span=True)
+    drift = behaviour_drift(
+        pd.concat([known, fresh], ignore_index=True),
+        known.groupby("user_id").size(),
+        artifact.popularity.counts,
+        params.gate,
+        paths.reports / "monitor" / stamp,
+        same_span=True,
+    )
     return {**drift, "users": int(fresh["user_id"].nunique())}
 
 
 def promoted_at(registry: Registry, version: str) -> pd.Timestamp | None:
-    return next((pd.Timestamp(e["time"]) for e in reversed(registry.history())
-                 if e.get("version") == version and e["action"] != "register"), None)
+    return next(
+        (
+            pd.Timestamp(e["time"])
+            for e in reversed(registry.history())
+            if e.get("version") == version and e["action"] != "register"
+        ),
+        None,
+    )
 
 
 def monitor_markdown(result: dict, drift: dict | None, params) -> str:
     quality = result["quality"]
     lines = [f"## Monitor: {result['status'].upper()} — champion {result['champion']}, action: {result['action']}", ""]
     if drift is not None:
-        lines += [f"{drift['users']} fresh users; drift share {drift['drift_share']:.2f} "
-                  f"(threshold {params.gate.drift_share_threshold:.2f})", "", "| feature | drift score |", "|---|---|",
-                  *(f"| {col} | {score:.4g} |" for col, score in drift["column_scores"].items()), "",
-                  f"Evidently report: `{drift['html']}`", ""]
-    lines.append(f"Serving since the promote: {quality['answers']} answers from {quality['clients']} clients, fallback share {quality['fallback_share']:.1%} "
-                 f"(max {params.flows.max_fallback_share:.0%}), online hit rate {quality['hit_rate']} "
-                 f"over {quality['events_after_an_answer']} events")
+        lines += [
+            f"{drift['users']} fresh users; drift share {drift['drift_share']:.2f} "
+            f"(threshold {params.gate.drift_share_threshold:.2f})",
+            "",
+            "| feature | drift score |",
+            "|---|---|",
+            *(f"| {col} | {score:.4g} |" for col, score in drift["column_scores"].items()),
+            "",
+            f"Evidently report: `{drift['html']}`",
+            "",
+        ]
+    lines.append(
+        f"Serving since the promote: {quality['answers']} answers from {quality['clients']} clients, fallback share {quality['fallback_share']:.1%} "
+        f"(max {params.flows.max_fallback_share:.0%}), online hit rate {quality['hit_rate']} "
+        f"over {quality['events_after_an_answer']} events"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -120,8 +160,9 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
         logger.info("nothing to monitor: no champion yet")
         return {"status": "idle"}
     files, raw = landed_events(paths.landing)
-    quality = serving_quality(read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw,
-                              params.flows.fallback_per_client)
+    quality = serving_quality(
+        read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw, params.flows.fallback_per_client
+    )
     quality_drop = quality_dropped(quality, params.flows)
     drift = behaviour_drift_of(paths, params, champion, raw) if files else None
     if drift is not None and drift["dataset_drift"]:
@@ -131,9 +172,25 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
     else:
         status = "stable" if drift is not None else "idle" if not files else "too_few_users"
     action = trigger_retrain(str(paths.project)) if status in ("drift", "quality_drop") and trigger else "none"
-    result = {"status": status, "champion": champion, "landed_files": len(files), "quality": quality, "action": action,
-              **({"users": drift["users"], "drift_share": drift["drift_share"], "new_user_share": drift["new_user_share"],
-                  "report": drift["html"]} if drift is not None else {})}
+    result = {
+        "status": status,
+        "champion": champion,
+        "landed_files": len(files),
+        "quality": quality,
+        "action": action,
+        **(
+            {
+                "users": drift["users"],
+                "drift_share": drift["drift_share"],
+                "new_user_share": drift["new_user_share"],
+                "report": drift["html"],
+            }
+            if drift is not None
+            else {}
+        ),
+    }
     logger.info("monitor: %s", json.dumps(result, default=str))
-    create_markdown_artifact(monitor_markdown(result, drift, params), key="monitor", description="fresh events and serving vs champion")
+    create_markdown_artifact(
+        monitor_markdown(result, drift, params), key="monitor", description="fresh events and serving vs champion"
+    )
     return result

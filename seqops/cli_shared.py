@@ -64,7 +64,9 @@ class ExpectedErrors(TyperGroup):
             fail(describe(exc))
 
 
-ProjectOpt = typer.Option(Path("."), "--project", "-p", help="project folder (holds params.yaml, dvc.yaml, feature_repo/)")
+ProjectOpt = typer.Option(
+    Path("."), "--project", "-p", help="project folder (holds params.yaml, dvc.yaml, feature_repo/)"
+)
 
 
 def setup(project: Path) -> tuple[Params, Paths]:

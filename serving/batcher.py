@@ -18,8 +18,14 @@ from typing import Any
 
 
 class MicroBatcher:
-    def __init__(self, fn: Callable[[list], list], executor: Executor | None = None, *, max_batch_size: int = 64,
-                 max_wait_ms: float = 0.0):
+    def __init__(
+        self,
+        fn: Callable[[list], list],
+        executor: Executor | None = None,
+        *,
+        max_batch_size: int = 64,
+        max_wait_ms: float = 0.0,
+    ):
         self.fn, self.executor = fn, executor
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_ms / 1000
         self._queue: deque[tuple[Any, asyncio.Future]] = deque()

@@ -38,7 +38,9 @@ class Scorer:
             return self.champion.model.next_item_scores(torch.from_numpy(input_ids)).numpy()
 
 
-@bentoml.service(name="seqops-recommender-split", workers=PARAMS.serving.workers, logging={"access": {"enabled": False}})
+@bentoml.service(
+    name="seqops-recommender-split", workers=PARAMS.serving.workers, logging={"access": {"enabled": False}}
+)
 class RecommenderSplit:
     scorer = bentoml.depends(Scorer)
 
@@ -62,9 +64,9 @@ class RecommenderSplit:
         if personal:
             ids = np.zeros((len(personal), champion.max_len), dtype=np.int64)  # fixed width: batches concatenate
             for row, q in zip(ids, personal):
-                known = q.items[(q.items > 0) & (q.items <= champion.n_items)][-champion.max_len:]
+                known = q.items[(q.items > 0) & (q.items <= champion.n_items)][-champion.max_len :]
                 if len(known):
-                    row[-len(known):] = known
+                    row[-len(known) :] = known
             matrix = await self.scorer.to_async.score(ids)
         result = self.engine.finish(champion, [request], queries, personal, matrix)[0]
         if isinstance(result, RequestError):

@@ -109,9 +109,19 @@ class Champion:
                 mask = np.zeros(n_items + 1, dtype=bool)
                 mask[group["item_id"].to_numpy()] = True
                 masks[category] = mask
-        event_types = tuple(getattr(artifact.model.config, "event_types", None) or artifact.meta.get("event_types") or ())
-        return cls(version, artifact, popularity, raw_items, masks, detect_heads(artifact.model, artifact.meta),
-                   event_types, quantized)
+        event_types = tuple(
+            getattr(artifact.model.config, "event_types", None) or artifact.meta.get("event_types") or ()
+        )
+        return cls(
+            version,
+            artifact,
+            popularity,
+            raw_items,
+            masks,
+            detect_heads(artifact.model, artifact.meta),
+            event_types,
+            quantized,
+        )
 
     def next_item_scores(self, histories: list[np.ndarray], types: list[list[str]] | None = None) -> np.ndarray:
         """[B, n_items + 1] float32 for dense-id histories, newest last: items this champion never saw
@@ -128,8 +138,12 @@ class Champion:
             return None
         index = {t: i + 1 for i, t in enumerate(self.event_types)}
         types = types or [[] for _ in histories]
-        return [np.asarray([index.get(t, 0) for t in ts], dtype=np.int64) if len(ts) == len(h) else np.zeros(len(h), np.int64)
-                for h, ts in zip(histories, types)]
+        return [
+            np.asarray([index.get(t, 0) for t in ts], dtype=np.int64)
+            if len(ts) == len(h)
+            else np.zeros(len(h), np.int64)
+            for h, ts in zip(histories, types)
+        ]
 
 
 __all__ = ["HEAD_METHODS", "Champion", "detect_heads", "quantize"]

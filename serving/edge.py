@@ -20,8 +20,11 @@ REF = "#/components/schemas/{model}"
 BENTOML_ERRORS = ("InvalidArgument", "NotFound", "InternalServerError")  # BentoML's error components
 PICKLE = b"application/vnd.bentoml+pickle"
 EXTRA_ERRORS = {  # status → (component, description)
-    "422": ("Unprocessable", "Unprocessable Content: the body matches the schema but names an unknown item or "
-                             "category, its lists disagree in length, or a timestamp is in the future"),
+    "422": (
+        "Unprocessable",
+        "Unprocessable Content: the body matches the schema but names an unknown item or "
+        "category, its lists disagree in length, or a timestamp is in the future",
+    ),
     "503": ("Unavailable", "Service Unavailable: no champion model yet, or the feature store cannot be reached"),
     # the guard's answers (serving/guard.py)
     "401": ("Unauthorized", "Unauthorized: this route needs `Authorization: Bearer <token>` (serving.auth)"),
@@ -32,7 +35,10 @@ EXTRA_ERRORS = {  # status → (component, description)
 
 
 def error_response(component: str, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=component)}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=component)}}},
+    }
 
 
 def body_schema(operation: dict, status: str | None = None) -> dict:
@@ -43,7 +49,9 @@ def restore_properties(flattened: dict, model: type[BaseModel], mode: str) -> No
     """BentoML flattens a body's top-level properties by keeping the first branch of each `anyOf`:
     `Optional[str]` loses its null. Put back the model's own schema of every property."""
     exact = model.model_json_schema(ref_template=REF, mode=mode)["properties"]
-    flattened["properties"] = {name: exact.get(name, schema) for name, schema in flattened.get("properties", {}).items()}
+    flattened["properties"] = {
+        name: exact.get(name, schema) for name, schema in flattened.get("properties", {}).items()
+    }
 
 
 INFO = {
@@ -56,20 +64,40 @@ INFO = {
         "it but names something unknown, 503 means not ready (no champion yet, or the feature store is away)."
     ),
 }
-TAGS = [{"name": "Predictions", "description": "answers from the champion model"},
-        {"name": "Events", "description": "fresh behaviour in"},
-        {"name": "Infrastructure", "description": "probes, metrics and the served model's metadata"}]
+TAGS = [
+    {"name": "Predictions", "description": "answers from the champion model"},
+    {"name": "Events", "description": "fresh behaviour in"},
+    {"name": "Infrastructure", "description": "probes, metrics and the served model's metadata"},
+]
 API_TAGS = {"recommend": "Predictions", "next_action": "Predictions", "churn": "Predictions", "events": "Events"}
 EXAMPLES = {  # API name → (request, answer): what a client sends and gets back
-    "recommend": ({"user_id": "u000042", "k": 3},
-                  {"user_id": "u000042", "items": ["i000107", "i000031", "i000260"], "scores": [7.91, 7.45, 7.02],
-                   "model_version": "v0003-1a2b3c", "fallback": False, "fallback_reason": None}),
-    "next_action": ({"items": ["i000107", "i000031"], "event_types": ["view", "cart"]},
-                    {"user_id": None, "probabilities": {"view": 0.61, "cart": 0.12, "purchase": 0.27},
-                     "model_version": "v0003-1a2b3c"}),
-    "churn": ({"user_id": "u000042"}, {"user_id": "u000042", "churn_probability": 0.18, "model_version": "v0003-1a2b3c"}),
-    "events": ({"events": [{"user_id": "u000042", "item_id": "i000107", "event_type": "cart", "timestamp": 1767225600.0}]},
-               {"accepted": 1, "users": [{"user_id": "u000042", "n_events": 37, "new_user": False}]}),
+    "recommend": (
+        {"user_id": "u000042", "k": 3},
+        {
+            "user_id": "u000042",
+            "items": ["i000107", "i000031", "i000260"],
+            "scores": [7.91, 7.45, 7.02],
+            "model_version": "v0003-1a2b3c",
+            "fallback": False,
+            "fallback_reason": None,
+        },
+    ),
+    "next_action": (
+        {"items": ["i000107", "i000031"], "event_types": ["view", "cart"]},
+        {
+            "user_id": None,
+            "probabilities": {"view": 0.61, "cart": 0.12, "purchase": 0.27},
+            "model_version": "v0003-1a2b3c",
+        },
+    ),
+    "churn": (
+        {"user_id": "u000042"},
+        {"user_id": "u000042", "churn_probability": 0.18, "model_version": "v0003-1a2b3c"},
+    ),
+    "events": (
+        {"events": [{"user_id": "u000042", "item_id": "i000107", "event_type": "cart", "timestamp": 1767225600.0}]},
+        {"accepted": 1, "users": [{"user_id": "u000042", "n_events": 37, "new_user": False}]},
+    ),
 }
 
 
@@ -110,7 +138,9 @@ def documented(spec: dict, models: dict[str, tuple[type[BaseModel], type[BaseMod
                 operation["requestBody"]["required"] = True  # BentoML leaves it optional: an empty body is no request
                 restore_properties(body_schema(operation), request_model, "validation")
                 restore_properties(body_schema(operation, "200"), response_model, "serialization")
-                operation["responses"].update({status: error_response(*EXTRA_ERRORS[status]) for status in EXTRA_ERRORS})
+                operation["responses"].update(
+                    {status: error_response(*EXTRA_ERRORS[status]) for status in EXTRA_ERRORS}
+                )
     metadata = spec["paths"].get("/metadata", {})
     for operation in metadata.values():
         operation["responses"]["503"] = error_response(*EXTRA_ERRORS["503"])
@@ -131,8 +161,12 @@ def package_version() -> str:
 
 def json_content_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The headers, with a pickle content type declared as JSON."""
-    return [(name, b"application/json") if name == b"content-type" and value.split(b";")[0].strip() == PICKLE
-            else (name, value) for name, value in headers]
+    return [
+        (name, b"application/json")
+        if name == b"content-type" and value.split(b";")[0].strip() == PICKLE
+        else (name, value)
+        for name, value in headers
+    ]
 
 
 def service_document(service) -> dict:

@@ -41,7 +41,9 @@ class ChampionFollower:
         self.follow()  # loads the registry's champion, or says why it cannot
         if self.champion is None and self.problem is None and os.environ.get(PINNED_ENV):
             self.champion = self._pinned(os.environ[PINNED_ENV])
-            log.info("serving %s packaged in this Bento (heads: %s)", self.champion.version, ", ".join(self.champion.heads))
+            log.info(
+                "serving %s packaged in this Bento (heads: %s)", self.champion.version, ", ".join(self.champion.heads)
+            )
 
     def follow(self) -> None:
         """Read the champion pointer and act only on a change since the last read: a new version is

@@ -69,8 +69,10 @@ def wait_until_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: f
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(proc.args[:2])} exited with {proc.returncode}; "
-                               f"see {log_path}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(proc.args[:2])} exited with {proc.returncode}; "
+                f"see {log_path}:\n{log_path.read_text()[-3000:]}"
+            )
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -83,13 +85,25 @@ def wait_until_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: f
 class Service:
     """`bentoml serve` for a project on a loopback port; `with Service(project) as s: s.url`."""
 
-    def __init__(self, project: Path, *, port: int | None = None, service: str = SERVICE,
-                 env: dict[str, str] | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        project: Path,
+        *,
+        port: int | None = None,
+        service: str = SERVICE,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ):
         paths = project_paths(project)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or paths.logs / "bentoml-serve.log"
-        full_env = {**tool_env(), "SEQOPS_PROJECT": str(paths.project), "BENTOML_HOME": str(paths.bentoml_home), **(env or {})}
+        full_env = {
+            **tool_env(),
+            "SEQOPS_PROJECT": str(paths.project),
+            "BENTOML_HOME": str(paths.bentoml_home),
+            **(env or {}),
+        }
         self.proc = start_group(serve_command(self.port, service), full_env, paths.project, self.log_path)
 
     def wait_ready(self, timeout_s: float = 180) -> None:
@@ -139,4 +153,13 @@ def running_service(project: Path, port: int | None = None, timeout_s: float = 1
         service.stop()
 
 
-__all__ = ["SERVICE", "Service", "free_port", "running_service", "serve_command", "start_group", "stop_group", "wait_until_ok"]
+__all__ = [
+    "SERVICE",
+    "Service",
+    "free_port",
+    "running_service",
+    "serve_command",
+    "start_group",
+    "stop_group",
+    "wait_until_ok",
+]

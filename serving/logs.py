@@ -67,7 +67,7 @@ def open_append(path: Path, *, exclusive: bool = False) -> int:
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class RequestLog:
@@ -245,9 +245,12 @@ def landed_events(landing: Path) -> tuple[list[Path], pd.DataFrame]:
     adopted first: the events they acknowledged are fresh events too."""
     adopt_orphans(landing)
     files = sorted(landing.glob("*.csv"))
-    raw = pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True) if files else pd.DataFrame(columns=RAW_COLUMNS)
+    raw = (
+        pd.concat([pd.read_csv(f, dtype=str) for f in files], ignore_index=True)
+        if files
+        else pd.DataFrame(columns=RAW_COLUMNS)
+    )
     return files, raw
-
 
 
 class Housekeeper:

@@ -45,8 +45,13 @@ def write_bentofile(paths: Paths, version: str, wheel: Path) -> Path:
         "service": SERVICE,
         "name": "seqops-recommender",
         "labels": {"model_version": version},
-        "include": ["params.yaml", "feature_repo/*.py", "feature_repo/*.yaml", "feature_repo/profiles/*/*.yaml",
-                    f"{SNAPSHOT_DIR}/vocab/*.parquet"],
+        "include": [
+            "params.yaml",
+            "feature_repo/*.py",
+            "feature_repo/*.yaml",
+            "feature_repo/profiles/*/*.yaml",
+            f"{SNAPSHOT_DIR}/vocab/*.parquet",
+        ],
         "exclude": [".seqops/", ".venv/", ".git/", ".dvc/"],
         "python": python,
         "models": [f"{MODEL_NAME}:{version}"],
@@ -68,8 +73,13 @@ def build_bento(paths: Paths, source: Path) -> str:
     bentoml = str(Path(sys.executable).parent / "bentoml")
     # the project's model store, whatever $BENTOML_HOME the caller inherited
     env = {**os.environ, "BENTOML_HOME": str(paths.bentoml_home)}
-    done = subprocess.run([bentoml, "build", "-f", str(bentofile), "-o", "tag", str(paths.project)],
-                          cwd=paths.project, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [bentoml, "build", "-f", str(bentofile), "-o", "tag", str(paths.project)],
+        cwd=paths.project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{done.stderr[-3000:]}")
     return done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")

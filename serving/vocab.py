@@ -43,7 +43,11 @@ class ServedVocabulary:
             return
         try:
             users = pd.read_parquet(files[0]) if files[0].exists() else pd.DataFrame(columns=["raw_id", "user_id"])
-            items = pd.read_parquet(files[1]) if files[1].exists() else pd.DataFrame(columns=["raw_id", "item_id", "category"])
+            items = (
+                pd.read_parquet(files[1])
+                if files[1].exists()
+                else pd.DataFrame(columns=["raw_id", "item_id", "category"])
+            )
         except Exception:  # noqa: BLE001 - a half-written file: try again next time
             log.warning("vocabulary not readable yet; keeping the previous one")
             return

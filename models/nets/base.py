@@ -54,9 +54,16 @@ class SeqRecOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None
 
 
-def sampled_item_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, kind: str,
-                      n_negatives: int, negatives: str = "uniform", item_counts: torch.Tensor | None = None,
-                      gbce_t: float = 0.75) -> torch.Tensor:
+def sampled_item_loss(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    kind: str,
+    n_negatives: int,
+    negatives: str = "uniform",
+    item_counts: torch.Tensor | None = None,
+    gbce_t: float = 0.75,
+) -> torch.Tensor:
     """Mean next-item loss for [N, H] target-position states against the [n_items + 1, H] table.
 
     ce: softmax over every item. bce: the target against one uniform negative per position (the
@@ -75,8 +82,11 @@ def sampled_item_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.
     if kind not in ("sampled", "gbce"):
         raise ValueError(f"unknown item loss {kind!r}: one of {', '.join(ITEM_LOSSES)}")
     if negatives == "in_batch":
-        return in_batch_softmax(hidden, targets, table) if kind == "sampled" else \
-            gbce_loss(hidden, targets, table, *batch_candidates(targets), gbce_t)
+        return (
+            in_batch_softmax(hidden, targets, table)
+            if kind == "sampled"
+            else gbce_loss(hidden, targets, table, *batch_candidates(targets), gbce_t)
+        )
     negative_ids, log_expected = draw_negatives(targets, n_items, negatives, n_negatives, item_counts)
     if kind == "gbce":
         return gbce_loss(hidden, targets, table, negative_ids, log_expected, gbce_t)
@@ -84,8 +94,13 @@ def sampled_item_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.
     return logq_softmax_loss(positive, (hidden @ table[negative_ids].T).float(), negative_ids, targets, log_expected)
 
 
-def logq_softmax_loss(positive: torch.Tensor, negative: torch.Tensor, negative_ids: torch.Tensor, targets: torch.Tensor,
-                      log_expected: torch.Tensor) -> torch.Tensor:
+def logq_softmax_loss(
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    negative_ids: torch.Tensor,
+    targets: torch.Tensor,
+    log_expected: torch.Tensor,
+) -> torch.Tensor:
     """Cross-entropy of the [N] positive logits against [N, K] shared negative logits, each negative
     lowered by the log of its expected count log(K q) (it stands for 1 / (K q) items); negatives equal
     to the row's own target (accidental hits) are left out."""
@@ -94,8 +109,9 @@ def logq_softmax_loss(positive: torch.Tensor, negative: torch.Tensor, negative_i
     return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
-def draw_negatives(targets: torch.Tensor, n_items: int, scheme: str, k: int,
-                   item_counts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_negatives(
+    targets: torch.Tensor, n_items: int, scheme: str, k: int, item_counts: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`k` negative ids (with replacement, shared by the batch) and the log of each one's expected
     count among the k draws, log(k q(i)). The positive is always a candidate (not drawn), so only
     negatives are corrected: sum_j exp(s_j) / (k q_j) is then an unbiased estimate of the full
@@ -109,7 +125,9 @@ def draw_negatives(targets: torch.Tensor, n_items: int, scheme: str, k: int,
         return ids, torch.full((k,), math.log(k / n_items), device=device)
     if scheme == "popularity":
         if item_counts is None:
-            raise ValueError("popularity negatives need item counts: SeqRecModel.set_item_counts (train_model sets them)")
+            raise ValueError(
+                "popularity negatives need item counts: SeqRecModel.set_item_counts (train_model sets them)"
+            )
         q = item_counts[: n_items + 1].float().to(device)
         q = q / q.sum()
         ids = torch.multinomial(q, k, replacement=True)
@@ -140,8 +158,14 @@ def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
     return alpha * (t * (1 - 1 / alpha) + 1 / alpha)
 
 
-def gbce_loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, negative_ids: torch.Tensor,
-              log_expected: torch.Tensor, t: float) -> torch.Tensor:
+def gbce_loss(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    table: torch.Tensor,
+    negative_ids: torch.Tensor,
+    log_expected: torch.Tensor,
+    t: float,
+) -> torch.Tensor:
     """Generalised BCE (Petrov & Macdonald 2023): -log(sigmoid(s+)^beta) - sum_j log(1 - sigmoid(s_j)),
     per position, averaged. Accidental hits are left out; no logQ (BCE has no partition to estimate)."""
     del log_expected
@@ -179,14 +203,19 @@ class SeqRecModel(PreTrainedModel):
         self.set_item_counts(None)
 
     @classmethod
-    def from_params(cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None,
-                    **overrides) -> "SeqRecModel":
+    def from_params(
+        cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None, **overrides
+    ) -> "SeqRecModel":
         """Build from params.yaml's `model` section: every field the config class declares is taken."""
         declared = {f.name for f in dataclasses.fields(cls.config_class)}
         values = {k: v for k, v in p.model_dump().items() if k in declared}
         heads = list(p.heads)
-        values.update(n_items=n_items, max_len=max_len, heads=heads,
-                      event_types=list(event_types) if event_types and heads != ["next_item"] else None)
+        values.update(
+            n_items=n_items,
+            max_len=max_len,
+            heads=heads,
+            event_types=list(event_types) if event_types and heads != ["next_item"] else None,
+        )
         return cls(cls.config_class(**{**values, **overrides}))
 
     @property
@@ -225,8 +254,14 @@ class SeqRecModel(PreTrainedModel):
         logits[..., 0] = float("-inf")
         return logits
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, type_ids: torch.Tensor | None = None,
-                action_labels: torch.Tensor | None = None, churn_labels: torch.Tensor | None = None) -> SeqRecOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        type_ids: torch.Tensor | None = None,
+        action_labels: torch.Tensor | None = None,
+        churn_labels: torch.Tensor | None = None,
+    ) -> SeqRecOutput:
         hidden = self.encode(input_ids, type_ids)
         item_loss = None
         if labels is not None and (labels != 0).any():  # a batch without targets has no item loss
@@ -242,8 +277,9 @@ class SeqRecModel(PreTrainedModel):
     def item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """`sampled_item_loss` with this model's configured loss, negatives and item counts."""
         c = self.config
-        return sampled_item_loss(hidden, targets, self.item_table(), c.loss, c.n_negatives, c.negatives,
-                                 self.item_counts, c.gbce_t)
+        return sampled_item_loss(
+            hidden, targets, self.item_table(), c.loss, c.n_negatives, c.negatives, self.item_counts, c.gbce_t
+        )
 
     def set_item_counts(self, counts: torch.Tensor | None) -> None:
         """Training counts per item id ([n_items + 1], index 0 ignored) for popularity negatives; a
@@ -256,8 +292,9 @@ class SeqRecModel(PreTrainedModel):
             counts[0] = 0.0  # padding is never a negative
         self.register_buffer("item_counts", counts, persistent=False)
 
-    def head_losses(self, hidden: torch.Tensor, action_labels: torch.Tensor | None,
-                    churn_labels: torch.Tensor | None) -> torch.Tensor | None:
+    def head_losses(
+        self, hidden: torch.Tensor, action_labels: torch.Tensor | None, churn_labels: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """Sum of the next-action cross-entropy and the churn BCE at their labelled positions."""
         terms = []
         if self.action_head is not None and action_labels is not None and (action_labels > 0).any():
@@ -303,12 +340,13 @@ class SeqRecModel(PreTrainedModel):
         if new_n_items == old_n:
             return
         old = self.item_emb.weight
-        grown = nn.Embedding(new_n_items + 1 + self.extra_item_rows, old.shape[1], padding_idx=0,
-                             device=old.device, dtype=old.dtype)
+        grown = nn.Embedding(
+            new_n_items + 1 + self.extra_item_rows, old.shape[1], padding_idx=0, device=old.device, dtype=old.dtype
+        )
         nn.init.normal_(grown.weight, std=self.config.initializer_range)
         grown.weight[: old_n + 1] = old[: old_n + 1]
         if self.extra_item_rows:
-            grown.weight[new_n_items + 1:] = old[old_n + 1:]
+            grown.weight[new_n_items + 1 :] = old[old_n + 1 :]
         grown.weight[0] = 0.0
         grown.weight.requires_grad_(old.requires_grad)
         self.item_emb = grown
@@ -324,4 +362,16 @@ def positions_from_right(input_ids: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len - width, max_len, device=input_ids.device)
 
 
-__all__ = ["HEADS", "ITEM_LOSSES", "NEGATIVE_SAMPLERS", "draw_negatives", "gbce_beta", "logq_softmax_loss", "SeqRecConfig", "SeqRecModel", "SeqRecOutput", "positions_from_right", "sampled_item_loss"]
+__all__ = [
+    "HEADS",
+    "ITEM_LOSSES",
+    "NEGATIVE_SAMPLERS",
+    "draw_negatives",
+    "gbce_beta",
+    "logq_softmax_loss",
+    "SeqRecConfig",
+    "SeqRecModel",
+    "SeqRecOutput",
+    "positions_from_right",
+    "sampled_item_loss",
+]

@@ -54,13 +54,19 @@ class BERT4RecModel(SeqRecModel):
     def last_state(self, input_ids: torch.Tensor, type_ids: torch.Tensor | None) -> torch.Tensor:
         """The state at a [MASK] appended after the history (its type unknown: 0)."""
         append = torch.full_like(input_ids[:, :1], self.mask_id)
-        input_ids = torch.cat([input_ids, append], 1)[:, -self.config.max_len:]
+        input_ids = torch.cat([input_ids, append], 1)[:, -self.config.max_len :]
         if type_ids is not None:
-            type_ids = torch.cat([type_ids, torch.zeros_like(append)], 1)[:, -self.config.max_len:]
+            type_ids = torch.cat([type_ids, torch.zeros_like(append)], 1)[:, -self.config.max_len :]
         return super().last_state(input_ids, type_ids)
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, type_ids: torch.Tensor | None = None,
-                action_labels: torch.Tensor | None = None, churn_labels: torch.Tensor | None = None) -> SeqRecOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        type_ids: torch.Tensor | None = None,
+        action_labels: torch.Tensor | None = None,
+        churn_labels: torch.Tensor | None = None,
+    ) -> SeqRecOutput:
         """With labels: the cloze loss (see the module docstring); last_hidden_state is then the
         encoding of the masked full sequence, one column wider than input_ids below max_len.
         Without labels: the base behaviour on the unmasked input (no item loss)."""

@@ -38,8 +38,16 @@ from torch import nn
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PreTrainedConfig
 
 from seqops.models.nets.base import SeqRecConfig, SeqRecModel, SeqRecOutput
-from seqops.models.nets.text import (DEFAULT_TEXT_MODEL, init_item_embeddings, is_local, load_text_encoder, load_tokenizer,
-                                mean_pool, resolve_text_model, tokenize_fixed)
+from seqops.models.nets.text import (
+    DEFAULT_TEXT_MODEL,
+    init_item_embeddings,
+    is_local,
+    load_text_encoder,
+    load_tokenizer,
+    mean_pool,
+    resolve_text_model,
+    tokenize_fixed,
+)
 
 if TYPE_CHECKING:
     from seqops.config import ModelParams
@@ -99,13 +107,22 @@ class LMRecModel(SeqRecModel):
         width = 1 + config.lm_events * (config.type_text_tokens + config.item_text_tokens + 1)
         limit = getattr(encoder_config, "max_position_embeddings", None)
         if limit is not None and width > limit:
-            raise ValueError(f"{config.lm_events} events of up to {width // config.lm_events} tokens exceed the "
-                             f"encoder's {limit} positions: lower lm_events or item_text_tokens")
+            raise ValueError(
+                f"{config.lm_events} events of up to {width // config.lm_events} tokens exceed the "
+                f"encoder's {limit} positions: lower lm_events or item_text_tokens"
+            )
         self.post_init()
 
     @classmethod
-    def from_params(cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None,
-                    item_texts: Sequence[str] | None = None, **overrides) -> "LMRecModel":
+    def from_params(
+        cls,
+        n_items: int,
+        max_len: int,
+        p: "ModelParams",
+        event_types: list[str] | None = None,
+        item_texts: Sequence[str] | None = None,
+        **overrides,
+    ) -> "LMRecModel":
         """Build from params.yaml's `model` section and start from the pretrained text model;
         `item_texts` (ids 0..n_items, see `text.item_texts`) default to "item <id>"."""
         if event_types:  # the type words are part of the text even when only next_item is trained
@@ -136,9 +153,14 @@ class LMRecModel(SeqRecModel):
         self.proj.bias.zero_()
         return self
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                type_ids: torch.Tensor | None = None, action_labels: torch.Tensor | None = None,
-                churn_labels: torch.Tensor | None = None) -> SeqRecOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        type_ids: torch.Tensor | None = None,
+        action_labels: torch.Tensor | None = None,
+        churn_labels: torch.Tensor | None = None,
+    ) -> SeqRecOutput:
         """One target per row: the base losses at the chosen position, from the events up to it."""
         at = self.target_positions(input_ids, labels, action_labels, churn_labels)
 
@@ -146,11 +168,17 @@ class LMRecModel(SeqRecModel):
             return None if x is None else x.gather(1, at[:, None])
 
         types = None if type_ids is None else self.window(type_ids, at)
-        return super().forward(self.window(input_ids, at), column(labels), types, column(action_labels),
-                               column(churn_labels))
+        return super().forward(
+            self.window(input_ids, at), column(labels), types, column(action_labels), column(churn_labels)
+        )
 
-    def target_positions(self, input_ids: torch.Tensor, labels: torch.Tensor | None,
-                         action_labels: torch.Tensor | None, churn_labels: torch.Tensor | None) -> torch.Tensor:
+    def target_positions(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None,
+        action_labels: torch.Tensor | None,
+        churn_labels: torch.Tensor | None,
+    ) -> torch.Tensor:
         """[B] column per row: a uniformly random labelled one in train mode, the newest in eval mode."""
         batch, width = input_ids.shape
         if not self.training:
@@ -177,8 +205,9 @@ class LMRecModel(SeqRecModel):
         state = self.encode_tokens(*self.render(self.window(input_ids, newest), types))
         return self.proj(self.drop(state))[:, None]
 
-    def render(self, item_ids: torch.Tensor, type_ids: torch.Tensor | None,
-               id_input: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def render(
+        self, item_ids: torch.Tensor, type_ids: torch.Tensor | None, id_input: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """[B, E] events -> (tokens [B, S], attention mask [B, S], extra input embeddings [B, S, H] or
         None): "[CLS] type item [SEP] type item [SEP] ...", newest first, real tokens packed to the left."""
         item_ids = item_ids.flip(1)
@@ -204,8 +233,9 @@ class LMRecModel(SeqRecModel):
             extra = extra.gather(1, order[..., None].expand(-1, -1, extra.shape[-1]))
         return tokens.gather(1, order).clamp(min=0), real.gather(1, order), extra
 
-    def encode_tokens(self, tokens: torch.Tensor, mask: torch.Tensor,
-                      extra: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_tokens(
+        self, tokens: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Packed tokens -> [B, H] pooled encoder states."""
         embeds = self.encoder.get_input_embeddings()(tokens)
         if extra is not None:
@@ -218,8 +248,10 @@ class LMRecModel(SeqRecModel):
         """[N] item ids -> [N, H] encoder states of "[CLS] <item text> [SEP]" alone (eval mode, no id input)."""
         was_training = self.training
         self.eval()
-        states = [self.encode_tokens(*self.render(chunk[:, None], None, id_input=False))
-                  for chunk in item_ids.split(batch_size)]
+        states = [
+            self.encode_tokens(*self.render(chunk[:, None], None, id_input=False))
+            for chunk in item_ids.split(batch_size)
+        ]
         self.train(was_training)
         return torch.cat(states).float()
 

@@ -46,7 +46,9 @@ class MarkovModel(PreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_params(cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None) -> "MarkovModel":
+    def from_params(
+        cls, n_items: int, max_len: int, p: "ModelParams", event_types: list[str] | None = None
+    ) -> "MarkovModel":
         return cls(cls.config_class(n_items=n_items, max_len=max_len, backoff=p.markov_backoff))
 
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -60,7 +62,9 @@ class MarkovModel(PreTrainedModel):
         if len(items) and (items.min() < 1 or items.max() > n):
             raise ValueError(f"item ids must be in 1..{n}")
         self.item_counts = torch.from_numpy(np.bincount(items, minlength=n + 1).astype(np.float32))
-        pairs = np.concatenate([np.stack([s[:-1], s[1:]], 1) for s in seqs if len(s) > 1] + [np.zeros((0, 2), np.int64)])
+        pairs = np.concatenate(
+            [np.stack([s[:-1], s[1:]], 1) for s in seqs if len(s) > 1] + [np.zeros((0, 2), np.int64)]
+        )
         keys, counts = np.unique(pairs[:, 0] * (n + 1) + pairs[:, 1], return_counts=True)
         rows, cols = np.divmod(keys, n + 1)
         self.row_ptr = torch.from_numpy(np.r_[0, np.cumsum(np.bincount(rows, minlength=n + 1))].astype(np.int64))
@@ -79,7 +83,9 @@ class MarkovModel(PreTrainedModel):
             starts, ends = self.row_ptr[last], self.row_ptr[last + 1]
             lengths = ends - starts
             rows = torch.repeat_interleave(torch.arange(len(last)), lengths)
-            flat = torch.repeat_interleave(starts - (lengths.cumsum(0) - lengths), lengths) + torch.arange(int(lengths.sum()))
+            flat = torch.repeat_interleave(starts - (lengths.cumsum(0) - lengths), lengths) + torch.arange(
+                int(lengths.sum())
+            )
             totals = torch.zeros(len(last)).index_add_(0, rows, self.transitions[flat])
             scores.index_put_((rows, self.next_item[flat]), self.transitions[flat] / totals[rows], accumulate=True)
         scores[:, 0] = float("-inf")

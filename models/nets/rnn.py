@@ -54,8 +54,13 @@ class RNNRecModel(SeqRecModel):
             raise ValueError(f"unknown cell {config.cell!r}: one of {', '.join(CELLS)}")
         rnn_size = config.rnn_size or config.hidden_size
         self.drop = nn.Dropout(config.dropout)
-        self.rnn = CELLS[config.cell](config.hidden_size, rnn_size, num_layers=config.num_layers, batch_first=True,
-                                      dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.rnn = CELLS[config.cell](
+            config.hidden_size,
+            rnn_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
         self.proj = nn.Linear(rnn_size, config.hidden_size) if rnn_size != config.hidden_size else nn.Identity()
         # The tied item table starts tiny (std 0.02): unnormalised, the cell would barely see its input and
         # its tanh-bounded output would give near-uniform scores. LayerNorms on both sides (as SASRec's

@@ -68,8 +68,13 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
-def embed_texts(texts: Sequence[str], name: str = DEFAULT_TEXT_MODEL, batch_size: int = 64,
-                progress: bool = False, device: str | torch.device = "cpu") -> np.ndarray:
+def embed_texts(
+    texts: Sequence[str],
+    name: str = DEFAULT_TEXT_MODEL,
+    batch_size: int = 64,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """[N, D] float32 L2-normalised sentence embeddings (mean pooling over the attention mask).
 
     Texts are batched by length, so little compute goes to padding; the output keeps the input order.
@@ -82,8 +87,9 @@ def embed_texts(texts: Sequence[str], name: str = DEFAULT_TEXT_MODEL, batch_size
     with torch.inference_mode():
         for start in tqdm(batches, desc="embed texts", unit="batch", disable=not progress):
             at = order[start : start + batch_size]
-            batch = tokenizer([texts[i] for i in at], padding=True, truncation=True, max_length=MAX_TEXT_TOKENS,
-                              return_tensors="pt").to(device)
+            batch = tokenizer(
+                [texts[i] for i in at], padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
+            ).to(device)
             hidden = model(**batch).last_hidden_state
             pooled = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]).float(), dim=-1)
             out[at] = pooled.cpu().numpy()
@@ -118,8 +124,9 @@ def item_texts(items: pd.DataFrame) -> list[str]:
     return texts
 
 
-def tokenize_fixed(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str], width: int,
-                   pad: int = -1) -> torch.Tensor:
+def tokenize_fixed(
+    tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str], width: int, pad: int = -1
+) -> torch.Tensor:
     """[N, width] int64: each text's token ids without special tokens, cut to `width`, padded with `pad`."""
     ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=width)["input_ids"]
     out = torch.full((len(ids), width), pad, dtype=torch.long)
@@ -128,8 +135,13 @@ def tokenize_fixed(tokenizer: "PreTrainedTokenizerBase", texts: Sequence[str], w
     return out
 
 
-def render_history(item_ids: Sequence[int], type_ids: Sequence[int] | None, texts: Sequence[str],
-                   event_types: Sequence[str] | None = None, sep: str = " [SEP] ") -> str:
+def render_history(
+    item_ids: Sequence[int],
+    type_ids: Sequence[int] | None,
+    texts: Sequence[str],
+    event_types: Sequence[str] | None = None,
+    sep: str = " [SEP] ",
+) -> str:
     """A history (oldest first, as the models take it) as the text LMRec reads, before its per-item
     truncation: "cart <newest item> [SEP] view <the one before> ...", newest first; padding (id 0)
     is skipped. For documentation and debugging."""
@@ -156,7 +168,7 @@ def project_embeddings(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
         _, vectors = torch.linalg.eigh(x.T @ x)  # ascending eigenvalues
         return (x @ vectors[:, -dim:].flip(1)).float()
     if d < dim:
-        noise_map = torch.randn(d, dim - d, generator=torch.Generator().manual_seed(0), dtype=x.dtype) / d ** 0.5
+        noise_map = torch.randn(d, dim - d, generator=torch.Generator().manual_seed(0), dtype=x.dtype) / d**0.5
         x = torch.cat([x, PAD_NOISE * x @ noise_map], dim=1)
     return x.float()
 
@@ -171,14 +183,26 @@ def init_item_embeddings(model: "SeqRecModel", text_embeddings: np.ndarray | tor
     table = model.item_emb.weight
     text_embeddings = torch.as_tensor(text_embeddings)
     if text_embeddings.shape[0] != n_items + 1:
-        raise ValueError(f"{text_embeddings.shape[0]} text embeddings for a table of {n_items} items "
-                         f"(need n_items + 1 rows, row 0 = padding)")
+        raise ValueError(
+            f"{text_embeddings.shape[0]} text embeddings for a table of {n_items} items "
+            f"(need n_items + 1 rows, row 0 = padding)"
+        )
     rows = project_embeddings(text_embeddings[1:], table.shape[1])
     rows = rows * (model.config.initializer_range / rows.std().clamp(min=1e-12))
     table[1 : n_items + 1] = rows.to(table.device, table.dtype)
     table[0] = 0.0
 
 
-__all__ = ["DEFAULT_TEXT_MODEL", "embed_texts", "init_item_embeddings", "item_texts", "load_text_encoder",
-           "load_tokenizer", "mean_pool", "project_embeddings", "render_history", "resolve_text_model",
-           "tokenize_fixed"]
+__all__ = [
+    "DEFAULT_TEXT_MODEL",
+    "embed_texts",
+    "init_item_embeddings",
+    "item_texts",
+    "load_text_encoder",
+    "load_tokenizer",
+    "mean_pool",
+    "project_embeddings",
+    "render_history",
+    "resolve_text_model",
+    "tokenize_fixed",
+]

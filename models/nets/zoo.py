@@ -26,7 +26,7 @@ assert tuple(KINDS) == MODEL_KINDS, "models/nets/zoo.py KINDS and seqops/config.
 
 
 def model_class(spec: str) -> type:
-    """"package.module:Class" (or a kind name) -> the class."""
+    """ "package.module:Class" (or a kind name) -> the class."""
     spec = KINDS.get(spec, spec)
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -36,8 +36,13 @@ def class_path(model: nn.Module) -> str:
     return f"{type(model).__module__}:{type(model).__name__}"
 
 
-def build_model(p: ModelParams, n_items: int, max_len: int, event_types: list[str] | None = None,
-                item_texts: list[str] | None = None) -> nn.Module:
+def build_model(
+    p: ModelParams,
+    n_items: int,
+    max_len: int,
+    event_types: list[str] | None = None,
+    item_texts: list[str] | None = None,
+) -> nn.Module:
     """A fresh model of kind `p.kind`. `item_texts` (one per item id 0..n_items) feed the language
     model's item tokens and, with `p.item_text: init`, an id model's item table."""
     cls = model_class(p.kind)

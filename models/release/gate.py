@@ -27,13 +27,20 @@ PREDICTION_K = 10
 SCORE_BATCH = 1024  # users scored at once: [batch, n_items] floats, whatever the test set's size
 
 
-def score_test_set(candidate: Artifact, champion: Artifact | None, test: EvalSet, n_items: int,
-                   exclude: list | None, exclude_seen_in_top: bool) -> dict:
+def score_test_set(
+    candidate: Artifact,
+    champion: Artifact | None,
+    test: EvalSet,
+    n_items: int,
+    exclude: list | None,
+    exclude_seen_in_top: bool,
+) -> dict:
     """Ranks of the test targets under the candidate, the reference (champion, else popularity) and
     popularity, and both models' top-k lists, computed batch by batch (a full score matrix of a
     large catalogue would not fit in memory)."""
-    parts: dict[str, list] = {k: [] for k in ("candidate_ranks", "reference_ranks", "popularity_ranks",
-                                                 "candidate_top", "reference_top")}
+    parts: dict[str, list] = {
+        k: [] for k in ("candidate_ranks", "reference_ranks", "popularity_ranks", "candidate_top", "reference_top")
+    }
     for start in range(0, len(test), SCORE_BATCH):
         rows = slice(start, start + SCORE_BATCH)
         inputs, targets = test.inputs[rows], test.targets[rows]
@@ -48,8 +55,18 @@ def score_test_set(candidate: Artifact, champion: Artifact | None, test: EvalSet
         parts["popularity_ranks"].append(target_ranks(popularity, targets, batch_exclude))
         parts["candidate_top"].append(top_items(cand, PREDICTION_K, seen))
         parts["reference_top"].append(top_items(ref, PREDICTION_K, seen))
-    empty = {"candidate_top": np.zeros((0, PREDICTION_K), np.int64), "reference_top": np.zeros((0, PREDICTION_K), np.int64)}
+    empty = {
+        "candidate_top": np.zeros((0, PREDICTION_K), np.int64),
+        "reference_top": np.zeros((0, PREDICTION_K), np.int64),
+    }
     return {k: np.concatenate(v) if v else empty.get(k, np.zeros(0, np.int64)) for k, v in parts.items()}
+
+
+def compared_version(registry: Registry, champion: str) -> str:
+    """The version that stands for the champion in the comparison: a served refit saw each user's
+    held-out events, so on users without new events it would be judged on targets it trained on;
+    the candidate it refits (`refit_of`) was trained as the new candidate is, without them."""
+    return registry.get(champion).get("refit_of") or champion
 
 
 def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> dict:
@@ -61,7 +78,8 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
     test = EvalSet.from_parquet(paths.home / "models" / "test_set.parquet")
     candidate = Artifact.load(registry.model_dir(version))
     champ_version = registry.champion()
-    champion = Artifact.load(registry.model_dir(champ_version)) if champ_version and champ_version != version else None
+    judged_as = compared_version(registry, champ_version) if champ_version and champ_version != version else None
+    champion = Artifact.load(registry.model_dir(judged_as)) if judged_as else None
     n_items, exclude = candidate.n_items, (test.inputs if params.evaluate.exclude_seen else None)
 
     scored = score_test_set(candidate, champion, test, n_items, exclude, params.serving.exclude_seen)
@@ -75,40 +93,96 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
     drift = behaviour_drift(events, seen, (champion or candidate).popularity.counts, gp, out_dir)
     pred = None
     if champion is not None:
-        category = candidate.items().set_index("item_id")["category"].reindex(np.arange(n_items + 1)).fillna("unknown").to_numpy()
-        pred = prediction_drift(scored["candidate_top"], scored["reference_top"],
-                                candidate.popularity.counts, category, out_dir)
-    quality = {"missing_share": float(candidate.reference().isna().mean().mean()), **ingest_quality(paths, registry, version)}
+        category = (
+            candidate.items()
+            .set_index("item_id")["category"]
+            .reindex(np.arange(n_items + 1))
+            .fillna("unknown")
+            .to_numpy()
+        )
+        pred = prediction_drift(
+            scored["candidate_top"], scored["reference_top"], candidate.popularity.counts, category, out_dir
+        )
+    quality = {
+        "missing_share": float(candidate.reference().isna().mean().mean()),
+        **ingest_quality(paths, registry, version),
+    }
 
     checks = [
-        Check("eval_users", len(test), gp.min_eval_users, len(test) >= gp.min_eval_users, True,
-              f"{len(test)} held-out users evaluated (minimum {gp.min_eval_users})."),
-        Check("missing_share", quality["missing_share"], gp.max_missing_share, quality["missing_share"] <= gp.max_missing_share, True,
-              f"Missing values in the candidate's training-data summary: {quality['missing_share']:.2%} (max {gp.max_missing_share:.2%})."),
+        Check(
+            "eval_users",
+            len(test),
+            gp.min_eval_users,
+            len(test) >= gp.min_eval_users,
+            True,
+            f"{len(test)} held-out users evaluated (minimum {gp.min_eval_users}).",
+        ),
+        Check(
+            "missing_share",
+            quality["missing_share"],
+            gp.max_missing_share,
+            quality["missing_share"] <= gp.max_missing_share,
+            True,
+            f"Missing values in the candidate's training-data summary: {quality['missing_share']:.2%} (max {gp.max_missing_share:.2%}).",
+        ),
         quarantine_check(quality, gp),
     ]
     if comparison:
         checks.append(performance_check(comparison, gp, "champion" if champion else "popularity", len(test)))
     checks += [
-        Check("drift_share", drift["drift_share"], gp.drift_share_threshold, not drift["dataset_drift"], False,
-              drift_sentence(drift, gp, champ_version if champion else None)),
-        Check("prediction_drift", pred["drift_share"] if pred else 0.0, 0.5, not (pred and pred["dataset_drift"]), False,
-              prediction_sentence(pred)),
+        Check(
+            "drift_share",
+            drift["drift_share"],
+            gp.drift_share_threshold,
+            not drift["dataset_drift"],
+            False,
+            drift_sentence(drift, gp, champ_version if champion else None),
+        ),
+        Check(
+            "prediction_drift",
+            pred["drift_share"] if pred else 0.0,
+            0.5,
+            not (pred and pred["dataset_drift"]),
+            False,
+            prediction_sentence(pred),
+        ),
     ]
     verdict, reasons = decide(checks)
     decision = {
-        "candidate": version, "champion": champ_version, "verdict": verdict, "reasons": reasons,
-        "checks": [asdict(c) for c in checks], "protocol": protocol_label(params.evaluate), "policy": gp.model_dump(),
-        "comparison": {"against": "champion" if champion else "popularity", "n_users": len(test),
-                       "confidence": gp.confidence, "bootstrap_samples": gp.bootstrap_samples, "metrics": comparison},
-        "metrics": {"candidate": metrics_from_ranks(cand_ranks, params.evaluate.ks),
-                    "champion": metrics_from_ranks(ref_ranks, params.evaluate.ks) if champion else None, "popularity": base_m,
-                    "heads": {"candidate": head_metrics(candidate, test, params.ingest.event_types, horizon_s),
-                              "champion": head_metrics(champion, test, params.ingest.event_types, horizon_s) if champion else None}},
-        "quality": quality, "drift": drift, "prediction_drift": pred,
-        "reports": {"drift_html": drift["html"], "drift_json": drift["json"],
-                    **({"prediction_html": pred["html"], "prediction_json": pred["json"]} if pred else {}),
-                    "decision_json": str(out_dir / "decision.json"), "decision_html": str(out_dir / "decision.html")},
+        "candidate": version,
+        "champion": champ_version,
+        "champion_compared_as": judged_as,
+        "verdict": verdict,
+        "reasons": reasons,
+        "checks": [asdict(c) for c in checks],
+        "protocol": protocol_label(params.evaluate),
+        "policy": gp.model_dump(),
+        "comparison": {
+            "against": "champion" if champion else "popularity",
+            "n_users": len(test),
+            "confidence": gp.confidence,
+            "bootstrap_samples": gp.bootstrap_samples,
+            "metrics": comparison,
+        },
+        "metrics": {
+            "candidate": metrics_from_ranks(cand_ranks, params.evaluate.ks),
+            "champion": metrics_from_ranks(ref_ranks, params.evaluate.ks) if champion else None,
+            "popularity": base_m,
+            "heads": {
+                "candidate": head_metrics(candidate, test, params.ingest.event_types, horizon_s),
+                "champion": head_metrics(champion, test, params.ingest.event_types, horizon_s) if champion else None,
+            },
+        },
+        "quality": quality,
+        "drift": drift,
+        "prediction_drift": pred,
+        "reports": {
+            "drift_html": drift["html"],
+            "drift_json": drift["json"],
+            **({"prediction_html": pred["html"], "prediction_json": pred["json"]} if pred else {}),
+            "decision_json": str(out_dir / "decision.json"),
+            "decision_html": str(out_dir / "decision.html"),
+        },
         "created_at": now_iso(),
     }
     decision = json.loads(json.dumps(decision, default=_plain))  # numpy scalars → JSON types, NaN-safe

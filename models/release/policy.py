@@ -33,7 +33,9 @@ class Check:
     blocking: bool
     sentence: str
 
+
 # -- candidate vs champion ------------------------------------------------------------------
+
 
 def bootstrap_means(values: np.ndarray, samples: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """[m, n] per-user values → [samples, m] means over users resampled with replacement; the same
@@ -54,9 +56,16 @@ def compare(candidate_ranks: np.ndarray, reference_ranks: np.ndarray, metrics: l
     boot = bootstrap_means(deltas, gp.bootstrap_samples)
     alpha = 1 - gp.confidence
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
-    return {m: {"candidate": float(per_user(candidate_ranks, m).mean()), "reference": float(per_user(reference_ranks, m).mean()),
-                "delta": float(deltas[i].mean()), "low": float(low[i]), "high": float(high[i])}
-            for i, m in enumerate(metrics)}
+    return {
+        m: {
+            "candidate": float(per_user(candidate_ranks, m).mean()),
+            "reference": float(per_user(reference_ranks, m).mean()),
+            "delta": float(deltas[i].mean()),
+            "low": float(low[i]),
+            "high": float(high[i]),
+        }
+        for i, m in enumerate(metrics)
+    }
 
 
 def performance_check(comparison: dict, gp: GateParams, against: str, n_users: int) -> Check:
@@ -66,24 +75,43 @@ def performance_check(comparison: dict, gp: GateParams, against: str, n_users: i
     if against == "popularity":
         need = gp.min_uplift_vs_baseline * c["reference"]
         ok = c["low"] >= need
-        return Check("beats_popularity", c["low"], need, ok, True,
-                     f"First model: {gp.metric} {c['candidate']:.4f} vs popularity {c['reference']:.4f} on the same "
-                     f"{n_users} users, gain {ci}; its lower bound must reach +{need:.4f} "
-                     f"({gp.min_uplift_vs_baseline:.0%} of popularity) — {'met' if ok else 'not met'}.")
+        return Check(
+            "beats_popularity",
+            c["low"],
+            need,
+            ok,
+            True,
+            f"First model: {gp.metric} {c['candidate']:.4f} vs popularity {c['reference']:.4f} on the same "
+            f"{n_users} users, gain {ci}; its lower bound must reach +{need:.4f} "
+            f"({gp.min_uplift_vs_baseline:.0%} of popularity) — {'met' if ok else 'not met'}.",
+        )
     head = f"Candidate {gp.metric} {c['candidate']:.4f} vs champion {c['reference']:.4f} on the same {n_users} users: {ci}."
     if gp.policy == "superior":
         ok = c["low"] > gp.min_uplift
-        return Check("vs_champion", c["low"], gp.min_uplift, ok, True,
-                     f"{head} Policy superior: the lower bound must exceed +{gp.min_uplift:.4f} — "
-                     f"{'met, a real improvement' if ok else 'not met, no proven improvement'}.")
+        return Check(
+            "vs_champion",
+            c["low"],
+            gp.min_uplift,
+            ok,
+            True,
+            f"{head} Policy superior: the lower bound must exceed +{gp.min_uplift:.4f} — "
+            f"{'met, a real improvement' if ok else 'not met, no proven improvement'}.",
+        )
     ok = c["high"] >= -gp.max_regression
     bar = f"-{gp.max_regression:.4f}" if gp.max_regression else "zero"
-    return Check("vs_champion", c["high"], -gp.max_regression + 0.0, ok, True,
-                 f"{head} Policy non_inferior: reject only if the whole interval lies below {bar} — "
-                 f"{'no significant regression' if ok else 'a significant regression'}.")
+    return Check(
+        "vs_champion",
+        c["high"],
+        -gp.max_regression + 0.0,
+        ok,
+        True,
+        f"{head} Policy non_inferior: reject only if the whole interval lies below {bar} — "
+        f"{'no significant regression' if ok else 'a significant regression'}.",
+    )
 
 
 # -- decision -------------------------------------------------------------------------------
+
 
 def decide(checks: list[Check]) -> tuple[str, list[str]]:
     failed = [c for c in checks if c.blocking and not c.passed]
@@ -102,7 +130,9 @@ def ingest_quality(paths: Paths, registry: Registry, version: str) -> dict:
     policy removed (rating threshold, k-core) are the configuration working. Without per-file counts
     (no manifest recorded) the whole last ingest is judged."""
     sources = registry.get(version).get("sources") or {}
-    counts = sources.get("counts") or (json.loads(paths.ingest_metrics.read_text()) if paths.ingest_metrics.exists() else {})
+    counts = sources.get("counts") or (
+        json.loads(paths.ingest_metrics.read_text()) if paths.ingest_metrics.exists() else {}
+    )
     history = _shares(*_bad_rows(counts))
     over_history = {"history_share": history["quarantine_share"], "history_rows": history["rows_read"]}
     files = sources.get("files") or []
@@ -123,14 +153,21 @@ def _bad_rows(counts: dict) -> tuple[int, int, int]:
 
 
 def _shares(read: int, invalid: int, duplicates: int) -> dict:
-    return {"quarantine_share": invalid / max(read, 1), "rows_read": read, "rows_invalid": invalid,
-            "duplicate_rows": duplicates}
+    return {
+        "quarantine_share": invalid / max(read, 1),
+        "rows_read": read,
+        "rows_invalid": invalid,
+        "duplicate_rows": duplicates,
+    }
 
 
 def _previous_snapshot(registry: Registry, version: str) -> tuple[str | None, set[str]]:
     """(the version registered last before `version` with a recorded snapshot, the md5s of its raw files)."""
-    earlier = [v for v in registry.versions() if version_number(v["version"]) < version_number(version)
-               and (v.get("sources") or {}).get("files")]
+    earlier = [
+        v
+        for v in registry.versions()
+        if version_number(v["version"]) < version_number(version) and (v.get("sources") or {}).get("files")
+    ]
     if not earlier:
         return None, set()
     previous = max(earlier, key=lambda v: version_number(v["version"]))
@@ -139,17 +176,34 @@ def _previous_snapshot(registry: Registry, version: str) -> tuple[str | None, se
 
 def quarantine_check(quality: dict, gp: GateParams) -> Check:
     """Blocks when too much of what is new is bad data; says what was judged and what was not."""
-    share, limit, files, since = quality["quarantine_share"], gp.max_quarantine_share, quality["files_judged"], quality["since"]
+    share, limit, files, since = (
+        quality["quarantine_share"],
+        gp.max_quarantine_share,
+        quality["files_judged"],
+        quality["since"],
+    )
     if files is None:
-        judged = (f"Ingest quarantined {share:.2%} of {quality['rows_read']} raw rows as bad data (max {limit:.2%}; "
-                  f"the whole last ingest: no per-file counts recorded)")
+        judged = (
+            f"Ingest quarantined {share:.2%} of {quality['rows_read']} raw rows as bad data (max {limit:.2%}; "
+            f"the whole last ingest: no per-file counts recorded)"
+        )
     elif not files:
         judged = f"No raw file is new since {since}: nothing new to judge (max {limit:.2%} bad rows in new files)"
     else:
         names = ", ".join(files[:3]) + (f", … ({len(files) - 3} more)" if len(files) > 3 else "")
-        where = f"the {len(files)} raw file(s) new since {since}" if since else f"all {len(files)} raw file(s) (no earlier version)"
-        judged = (f"Ingest quarantined {share:.2%} of {quality['rows_read']} raw rows as bad data in {where}: {names} "
-                  f"(max {limit:.2%}; each file is judged once, by the first candidate trained on it)")
+        where = (
+            f"the {len(files)} raw file(s) new since {since}"
+            if since
+            else f"all {len(files)} raw file(s) (no earlier version)"
+        )
+        judged = (
+            f"Ingest quarantined {share:.2%} of {quality['rows_read']} raw rows as bad data in {where}: {names} "
+            f"(max {limit:.2%}; each file is judged once, by the first candidate trained on it)"
+        )
     repeats = f"{quality['duplicate_rows']:,} duplicate or near-duplicate rows (normal in click logs) are counted apart and never block"
-    history = f"; all history: {quality['history_share']:.2%} of {quality['history_rows']:,} rows bad" if files is not None else ""
+    history = (
+        f"; all history: {quality['history_share']:.2%} of {quality['history_rows']:,} rows bad"
+        if files is not None
+        else ""
+    )
     return Check("quarantine_share", share, limit, share <= limit, True, f"{judged}; {repeats}{history}.")

@@ -45,7 +45,9 @@ SCHEMA_LOCK = "seqops-registry-schema"  # concurrent CREATE TABLE IF NOT EXISTS 
 
 REDACTED = "***"
 URL_PASSWORD = re.compile(r"(?P<keep>://[^/?#@:]*:)[^@/?#]*(?=@)")  # postgresql://user:PASSWORD@host
-KEYWORD_PASSWORD = re.compile(r"(?P<keep>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)  # password=... / ?password=...
+KEYWORD_PASSWORD = re.compile(
+    r"(?P<keep>password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
+)  # password=... / ?password=...
 
 
 def redact_dsn(text: str, dsn: str | None = None) -> str:
@@ -85,8 +87,9 @@ class PostgresStore:
                 self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
             except psycopg.Error as exc:
                 reason = " ".join(str(exc).split())  # psycopg's message spans lines
-                raise RegistryError(f"cannot reach the PostgreSQL registry at {redact_dsn(self.dsn)}: "
-                                    f"{redact_dsn(reason, self.dsn)}") from None
+                raise RegistryError(
+                    f"cannot reach the PostgreSQL registry at {redact_dsn(self.dsn)}: {redact_dsn(reason, self.dsn)}"
+                ) from None
             self._pid = os.getpid()
         return self._conn
 
@@ -98,7 +101,9 @@ class PostgresStore:
                 yield
                 return
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key or f"seqops-registry:{self.namespace}",))
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (key or f"seqops-registry:{self.namespace}",)
+                )
                 yield
 
     def _rows(self, sql: str, *args: Any) -> list[tuple]:
@@ -118,20 +123,29 @@ class PostgresStore:
 
     def versions(self) -> list[dict]:
         rows = self._rows("SELECT version, meta FROM seqops_registry_versions WHERE namespace = %s")
-        metas = [checked(VersionMeta, meta, self._where("versions", f", version {version!r}")) for version, meta in rows]
+        metas = [
+            checked(VersionMeta, meta, self._where("versions", f", version {version!r}")) for version, meta in rows
+        ]
         return sorted(metas, key=lambda m: version_number(m["version"]))
 
     def put(self, meta: dict) -> None:
-        self._write("INSERT INTO seqops_registry_versions (namespace, version, meta) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (namespace, version) DO UPDATE SET meta = EXCLUDED.meta", meta["version"], _jsonb(meta))
+        self._write(
+            "INSERT INTO seqops_registry_versions (namespace, version, meta) VALUES (%s, %s, %s) "
+            "ON CONFLICT (namespace, version) DO UPDATE SET meta = EXCLUDED.meta",
+            meta["version"],
+            _jsonb(meta),
+        )
 
     def pointer(self) -> dict:
         rows = self._rows("SELECT pointer FROM seqops_registry_pointer WHERE namespace = %s")
         return {**empty_pointer(), **checked(Pointer, rows[0][0], self._where("pointer"))} if rows else empty_pointer()
 
     def set_pointer(self, pointer: dict) -> None:
-        self._write("INSERT INTO seqops_registry_pointer (namespace, pointer) VALUES (%s, %s) "
-                    "ON CONFLICT (namespace) DO UPDATE SET pointer = EXCLUDED.pointer", _jsonb(pointer))
+        self._write(
+            "INSERT INTO seqops_registry_pointer (namespace, pointer) VALUES (%s, %s) "
+            "ON CONFLICT (namespace) DO UPDATE SET pointer = EXCLUDED.pointer",
+            _jsonb(pointer),
+        )
 
     def audit(self) -> list[dict]:
         rows = self._rows("SELECT seq, entry FROM seqops_registry_audit WHERE namespace = %s ORDER BY seq")
@@ -140,8 +154,9 @@ class PostgresStore:
     history = audit  # pointer and audit entry commit together: nothing is ever pending
 
     def append_audit(self, entry: dict) -> None:
-        self._write("INSERT INTO seqops_registry_audit (namespace, seq, entry) VALUES (%s, %s, %s)",
-                    entry["seq"], _jsonb(entry))
+        self._write(
+            "INSERT INTO seqops_registry_audit (namespace, seq, entry) VALUES (%s, %s, %s)", entry["seq"], _jsonb(entry)
+        )
 
     def drop_namespace(self) -> None:
         """Remove every row of this namespace (tests; retiring a registry)."""

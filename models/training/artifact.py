@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from seqops.models.nets.baselines import PopularityModel
-from seqops.models.training.data import pad_left, trim_left_padding
 from seqops.models.nets.zoo import class_path, model_class
+from seqops.models.training.data import pad_left, trim_left_padding
 
 META_FILE = "seqops.json"
 POPULARITY_DIR = "popularity"
@@ -26,8 +26,9 @@ REFERENCE_FILE = "reference.parquet"
 HEAD_BATCH = 1024  # histories per forward pass when scoring a whole test set
 
 
-def save_artifact(out_dir: Path, model: nn.Module, popularity: PopularityModel, meta: dict,
-                  items_vocab: Path, reference: pd.DataFrame) -> None:
+def save_artifact(
+    out_dir: Path, model: nn.Module, popularity: PopularityModel, meta: dict, items_vocab: Path, reference: pd.DataFrame
+) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     meta = {**meta, "model_class": class_path(model)}
@@ -84,8 +85,9 @@ class Artifact:
         return list(trim_left_padding(*(torch.as_tensor(pad_left(c, max_len)) for c in columns)))
 
     @torch.inference_mode()
-    def scores(self, histories: list[np.ndarray], n_items: int | None = None,
-               types: list[np.ndarray] | None = None) -> np.ndarray:
+    def scores(
+        self, histories: list[np.ndarray], n_items: int | None = None, types: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         """Next-item scores [B, n_items+1]. Items this model never saw are unknown inputs (dropped)
         and unrankable outputs (-inf), so an older champion can be scored on newer data."""
         out = self.model.next_item_scores(*self._inputs(histories, types)).float().numpy()
@@ -98,6 +100,8 @@ class Artifact:
     def head_scores(self, head: str, histories: list[np.ndarray], types: list[np.ndarray]) -> np.ndarray:
         """Logits of the next_action ([B, n_types]) or churn ([B]) head."""
         method = {"next_action": self.model.next_action_scores, "churn": self.model.churn_scores}[head]
-        parts = [method(*self._inputs(histories[i:i + HEAD_BATCH], types[i:i + HEAD_BATCH])).float().numpy()
-                 for i in range(0, len(histories), HEAD_BATCH)]
+        parts = [
+            method(*self._inputs(histories[i : i + HEAD_BATCH], types[i : i + HEAD_BATCH])).float().numpy()
+            for i in range(0, len(histories), HEAD_BATCH)
+        ]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)

@@ -25,7 +25,7 @@ def pad_left(seqs: Sequence[np.ndarray], max_len: int, fill: float = 0, dtype=np
     out = np.full((len(seqs), max_len), fill, dtype=dtype)
     for row, seq in zip(out, seqs):
         tail = np.asarray(seq, dtype=dtype)[-max_len:]
-        row[max_len - len(tail):] = tail
+        row[max_len - len(tail) :] = tail
     return out
 
 
@@ -39,8 +39,13 @@ def trim_left_padding(*arrays: torch.Tensor) -> tuple[torch.Tensor, ...]:
 class NextItemDataset(Dataset):
     """Rows of width max_len, one per user with at least 2 items (see the module docstring)."""
 
-    def __init__(self, train_seqs: Sequence[np.ndarray], max_len: int, types: Sequence[np.ndarray] | None = None,
-                 churn: Sequence[np.ndarray] | None = None):
+    def __init__(
+        self,
+        train_seqs: Sequence[np.ndarray],
+        max_len: int,
+        types: Sequence[np.ndarray] | None = None,
+        churn: Sequence[np.ndarray] | None = None,
+    ):
         keep = [i for i, s in enumerate(train_seqs) if len(s) >= 2]
         seqs = [np.asarray(train_seqs[i], dtype=np.int64) for i in keep]
         self.columns = {
@@ -71,8 +76,15 @@ def collate_left_padded(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.
     return {name: column[:, -width:] for name, column in batch.items()}
 
 
-def make_loader(train_seqs: Sequence[np.ndarray], max_len: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                types: Sequence[np.ndarray] | None = None, churn: Sequence[np.ndarray] | None = None) -> DataLoader:
+def make_loader(
+    train_seqs: Sequence[np.ndarray],
+    max_len: int,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    types: Sequence[np.ndarray] | None = None,
+    churn: Sequence[np.ndarray] | None = None,
+) -> DataLoader:
     """Shuffled (seeded) batches: dicts of input_ids, labels and, when given, the side columns."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -87,7 +99,7 @@ def make_loader(train_seqs: Sequence[np.ndarray], max_len: int, batch_size: int,
 def iter_batches(items: Sequence, batch_size: int) -> Iterator[Sequence]:
     """Consecutive slices of at most batch_size items."""
     for start in range(0, len(items), batch_size):
-        yield items[start: start + batch_size]
+        yield items[start : start + batch_size]
 
 
 def type_ids(types: Sequence[str], event_types: Sequence[str]) -> np.ndarray:
@@ -108,5 +120,13 @@ def churn_flags(ts_seconds: np.ndarray, horizon_s: float, data_end_s: float | No
     return flags
 
 
-__all__ = ["NextItemDataset", "churn_flags", "collate_left_padded", "iter_batches", "make_loader", "pad_left",
-           "trim_left_padding", "type_ids"]
+__all__ = [
+    "NextItemDataset",
+    "churn_flags",
+    "collate_left_padded",
+    "iter_batches",
+    "make_loader",
+    "pad_left",
+    "trim_left_padding",
+    "type_ids",
+]

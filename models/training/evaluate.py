@@ -56,8 +56,14 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, exclude: Sequence[np.n
     return (masked >= masked[np.arange(len(targets)), targets][:, None]).sum(axis=1)
 
 
-def sampled_ranks(scores: np.ndarray, targets: np.ndarray, n_negatives: int, rng: np.random.Generator,
-                  weights: np.ndarray | None = None, exclude: Sequence[np.ndarray] | None = None) -> np.ndarray:
+def sampled_ranks(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    n_negatives: int,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
+    exclude: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
     """Ranks of the targets among `n_negatives` negatives per row, drawn with `weights` over the
     items (uniform when None) without the target and the excluded items."""
     targets = _check_targets(scores, targets)
@@ -145,8 +151,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Score histories in batches (score_fn(histories[, types]) -> [B, n_items + 1]), rank the
     targets and add coverage@k. `item_counts` weight the popularity-sampled negatives."""
-    return evaluate_seen_both_ways(score_fn, inputs, targets, p, batch_size, types=types, item_counts=item_counts,
-                                   progress=progress, both=False)[p.exclude_seen]
+    return evaluate_seen_both_ways(
+        score_fn, inputs, targets, p, batch_size, types=types, item_counts=item_counts, progress=progress, both=False
+    )[p.exclude_seen]
 
 
 def evaluate_seen_both_ways(
@@ -173,15 +180,18 @@ def evaluate_seen_both_ways(
     ranks = {exclude_seen: [np.zeros(0, dtype=np.int64)] for exclude_seen in settings}
     recommended = {exclude_seen: {k: set() for k in p.ks} for exclude_seen in settings}
     n_items, total = 0, -(-len(inputs) // batch_size)
-    for start in tqdm(range(0, len(inputs), batch_size), total=total, desc="evaluate", leave=False, disable=not progress):
-        histories, batch_targets = inputs[start:start + batch_size], targets[start:start + batch_size]
-        scores = score_fn(histories) if types is None else score_fn(histories, types[start:start + batch_size])
+    for start in tqdm(
+        range(0, len(inputs), batch_size), total=total, desc="evaluate", leave=False, disable=not progress
+    ):
+        histories, batch_targets = inputs[start : start + batch_size], targets[start : start + batch_size]
+        scores = score_fn(histories) if types is None else score_fn(histories, types[start : start + batch_size])
         n_items = scores.shape[1] - 1
         for exclude_seen in settings:
             exclude = histories if exclude_seen else None
             if p.sampled_negatives:
-                ranks[exclude_seen].append(sampled_ranks(scores, batch_targets, p.sampled_negatives, rngs[exclude_seen],
-                                                         weights, exclude))
+                ranks[exclude_seen].append(
+                    sampled_ranks(scores, batch_targets, p.sampled_negatives, rngs[exclude_seen], weights, exclude)
+                )
             else:
                 ranks[exclude_seen].append(target_ranks(scores, batch_targets, exclude))
             top = top_items(scores, max(p.ks), exclude)
@@ -196,7 +206,9 @@ def evaluate_seen_both_ways(
     return out
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None) -> dict[str, float]:
+def classification_metrics(
+    scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None
+) -> dict[str, float]:
     """Accuracy, macro precision / recall / F1 and (one-vs-rest macro) AUC.
 
     Binary: `scores` [N] logits, `labels` [N] in {0, 1}. Multi-class: `scores` [N, C] logits,
@@ -226,9 +238,15 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classes: Sequ
         if classes is not None:
             out["class_shares"] = {str(classes[c]): float((labels == c).mean()) for c in present}
     precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predicted, average=average, labels=None if average == "binary" else present, zero_division=0)
-    out.update(accuracy=float(accuracy_score(labels, predicted)), precision=float(precision), recall=float(recall),
-               f1=float(f1), auc=auc)
+        labels, predicted, average=average, labels=None if average == "binary" else present, zero_division=0
+    )
+    out.update(
+        accuracy=float(accuracy_score(labels, predicted)),
+        precision=float(precision),
+        recall=float(recall),
+        f1=float(f1),
+        auc=auc,
+    )
     return out
 
 
@@ -248,5 +266,17 @@ def head_metrics(artifact, test, event_types: Sequence[str], churn_horizon_s: fl
     return out
 
 
-__all__ = ["ScoreFn", "classification_metrics", "evaluate", "evaluate_seen_both_ways", "head_metrics", "metrics_from_ranks", "model_metrics", "rank_metrics", "ranking_label",
-           "sampled_ranks", "target_ranks", "top_items"]
+__all__ = [
+    "ScoreFn",
+    "classification_metrics",
+    "evaluate",
+    "evaluate_seen_both_ways",
+    "head_metrics",
+    "metrics_from_ranks",
+    "model_metrics",
+    "rank_metrics",
+    "ranking_label",
+    "sampled_ranks",
+    "target_ranks",
+    "top_items",
+]

@@ -58,8 +58,9 @@ class EvalSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         frame = pd.DataFrame({"user_id": self.users, "history": [list(h) for h in self.inputs], "target": self.targets})
         if self.types is not None:
-            frame = frame.assign(types=[list(t) for t in self.types], target_type=self.target_types,
-                                 target_gap_s=self.target_gaps)
+            frame = frame.assign(
+                types=[list(t) for t in self.types], target_type=self.target_types, target_gap_s=self.target_gaps
+            )
         frame.to_parquet(path, index=False)
 
     @classmethod
@@ -68,9 +69,11 @@ class EvalSet:
         inputs = [np.asarray(h, dtype=np.int64) for h in frame["history"]]
         extra = {}
         if "types" in frame:
-            extra = {"types": [np.asarray(t, dtype=np.int64) for t in frame["types"]],
-                     "target_types": frame["target_type"].to_numpy(np.int64),
-                     "target_gaps": frame["target_gap_s"].to_numpy(np.float64)}
+            extra = {
+                "types": [np.asarray(t, dtype=np.int64) for t in frame["types"]],
+                "target_types": frame["target_type"].to_numpy(np.int64),
+                "target_gaps": frame["target_gap_s"].to_numpy(np.float64),
+            }
         return cls(frame["user_id"].to_numpy(np.int64), inputs, frame["target"].to_numpy(np.int64), **extra)
 
 
@@ -85,9 +88,15 @@ class Splits:
 
 
 def _rows(targets: pd.DataFrame, role: str) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": targets["user_id"].to_numpy(np.int64), "event_timestamp": targets["ts"] - BEFORE_TARGET,
-                         "role": role, "target": targets["item_id"].to_numpy(np.int64),
-                         "target_type": targets["event_type"].astype(str).to_numpy()})
+    return pd.DataFrame(
+        {
+            "user_id": targets["user_id"].to_numpy(np.int64),
+            "event_timestamp": targets["ts"] - BEFORE_TARGET,
+            "role": role,
+            "target": targets["item_id"].to_numpy(np.int64),
+            "target_type": targets["event_type"].astype(str).to_numpy(),
+        }
+    )
 
 
 def target_entities(events: pd.DataFrame) -> pd.DataFrame:
@@ -111,8 +120,15 @@ def temporal_entities(events: pd.DataFrame, share: float) -> pd.DataFrame:
     valid = first_after(events[(events["ts"] >= valid_cut) & (events["ts"] < test_cut)])
     test = first_after(events[events["ts"] >= test_cut])
     train_users = events.loc[events["ts"] < valid_cut, "user_id"].unique()
-    train = pd.DataFrame({"user_id": train_users.astype(np.int64), "event_timestamp": valid_cut - BEFORE_TARGET,
-                          "role": "train", "target": -1, "target_type": ""})
+    train = pd.DataFrame(
+        {
+            "user_id": train_users.astype(np.int64),
+            "event_timestamp": valid_cut - BEFORE_TARGET,
+            "role": "train",
+            "target": -1,
+            "target_type": "",
+        }
+    )
     return pd.concat([train, _rows(valid, "valid"), _rows(test, "test")]).reset_index(drop=True)
 
 
@@ -126,7 +142,7 @@ def history_times(events: pd.DataFrame, rows: pd.DataFrame) -> list[np.ndarray]:
     for user, cut, history in zip(rows["user_id"], cuts, rows["last_items"]):
         times = by_user[user].to_numpy()
         end = int(np.searchsorted(times, cut, side="right"))
-        out.append(times[max(0, end - len(history)):end])
+        out.append(times[max(0, end - len(history)) : end])
     return out
 
 
@@ -142,8 +158,13 @@ def _eval_set(rows: pd.DataFrame, times: list[np.ndarray], event_types: list[str
     )
 
 
-def build_splits(paths: Paths, profile: str = "local", p: EvaluateParams | None = None,
-                 event_types: list[str] | None = None, churn_horizon_s: float = 3 * 86400) -> Splits:
+def build_splits(
+    paths: Paths,
+    profile: str = "local",
+    p: EvaluateParams | None = None,
+    event_types: list[str] | None = None,
+    churn_horizon_s: float = 3 * 86400,
+) -> Splits:
     """Read events, ask Feast for the point-in-time histories, return train/valid/test."""
     p = p or EvaluateParams()
     event_types = list(event_types or ["view", "cart", "purchase"])
@@ -151,7 +172,9 @@ def build_splits(paths: Paths, profile: str = "local", p: EvaluateParams | None 
     events = events.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
     entities = temporal_entities(events, p.temporal_share) if p.protocol == "temporal" else target_entities(events)
     joined = store.historical_features(paths, entities, profile)
-    joined = joined[joined["last_items"].map(lambda h: h is not None and len(h) > 0)].sort_values("user_id", kind="stable")
+    joined = joined[joined["last_items"].map(lambda h: h is not None and len(h) > 0)].sort_values(
+        "user_id", kind="stable"
+    )
     times = dict(zip(joined.index, history_times(events, joined)))
     sets = {role: joined[joined["role"] == role] for role in ("train", "valid", "test")}
     valid, test = (_eval_set(sets[r], [times[i] for i in sets[r].index], event_types) for r in ("valid", "test"))

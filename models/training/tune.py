@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 SAMPLED_LOSSES = ("sampled", "gbce")  # the losses that draw negatives
 
 
-def suggest(trial: optuna.Trial, space: TuneParams, model_p: ModelParams, train_p: TrainParams) -> tuple[ModelParams, TrainParams]:
+def suggest(
+    trial: optuna.Trial, space: TuneParams, model_p: ModelParams, train_p: TrainParams
+) -> tuple[ModelParams, TrainParams]:
     """One trial's model and train params: the searched keys from `space`, the rest as configured."""
     model = {
         "dropout": trial.suggest_float("dropout", *space.dropout),
@@ -84,8 +86,16 @@ def tune(
         torch.manual_seed(train_p.seed)
         model = build_model(trial_model_p, n_items, max_len)
         started = time.perf_counter()
-        result = train_model(model, train_seqs, valid_inputs, valid_targets, trial_train_p, eval_p,
-                             progress=progress, on_epoch=pruning_callback(trial))
+        result = train_model(
+            model,
+            train_seqs,
+            valid_inputs,
+            valid_targets,
+            trial_train_p,
+            eval_p,
+            progress=progress,
+            on_epoch=pruning_callback(trial),
+        )
         trial.set_user_attr("seconds", time.perf_counter() - started)
         trial.set_user_attr("stopped", result.stopped)
         return result.best[f"val_{SELECT_METRIC}"]
@@ -99,9 +109,16 @@ def tune(
 
 
 def trial_row(trial: optuna.trial.FrozenTrial) -> dict:
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
-            "epochs": len(trial.user_attrs.get("history", [])), "stopped": trial.user_attrs.get("stopped", "pruned"),
-            "seconds": trial.user_attrs.get("seconds"), "history": trial.user_attrs.get("history", [])}
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "params": trial.params,
+        "epochs": len(trial.user_attrs.get("history", [])),
+        "stopped": trial.user_attrs.get("stopped", "pruned"),
+        "seconds": trial.user_attrs.get("seconds"),
+        "history": trial.user_attrs.get("history", []),
+    }
 
 
 __all__ = ["suggest", "trial_row", "tune"]

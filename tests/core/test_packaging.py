@@ -10,17 +10,26 @@ SUBPACKAGES = ["seqops.features", "seqops.models", "seqops.serving", "seqops.flo
 
 
 def test_built_wheel_holds_only_the_seqops_package_and_imports(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("seqops-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"seqops"}
 
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
-    probe = (f"import sys; sys.path.insert(0, {str(target)!r}); import seqops, "
-             + ", ".join(SUBPACKAGES) + f"; assert seqops.__file__.startswith({str(target)!r}), seqops.__file__")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    probe = (
+        f"import sys; sys.path.insert(0, {str(target)!r}); import seqops, "
+        + ", ".join(SUBPACKAGES)
+        + f"; assert seqops.__file__.startswith({str(target)!r}), seqops.__file__"
+    )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path)
 
 

@@ -15,13 +15,15 @@ DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
 
 def events_at(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
     """Canonical events from (user_id, item_id, time offset like "10h" or "10h30min"); one session each."""
-    return pd.DataFrame({
-        "user_id": [u for u, _, _ in rows],
-        "item_id": [i for _, i, _ in rows],
-        "ts": [DAY0 + pd.Timedelta(offset) for _, _, offset in rows],
-        "event_type": "view",
-        "session_id": [u for u, _, _ in rows],
-    })
+    return pd.DataFrame(
+        {
+            "user_id": [u for u, _, _ in rows],
+            "item_id": [i for _, i, _ in rows],
+            "ts": [DAY0 + pd.Timedelta(offset) for _, _, offset in rows],
+            "event_type": "view",
+            "session_id": [u for u, _, _ in rows],
+        }
+    )
 
 
 def build_features(paths: Paths, events: pd.DataFrame, max_len: int = 5) -> None:

@@ -201,8 +201,17 @@ def _write(tmp_path, rows: list[str]):
 
 
 def test_near_duplicates_collapse_a_burst_within_the_window(tmp_path):
-    raw = _write(tmp_path, [f"u1,i1,c1,view,{T0}", f"u1,i1,c1,view,{T0 + 3}", f"u1,i1,c1,cart,{T0 + 4}",
-                            f"u1,i2,c1,view,{T0 + 5}", f"u1,i1,c1,view,{T0 + 6}", f"u1,i1,c1,view,{T0 + 100}"])
+    raw = _write(
+        tmp_path,
+        [
+            f"u1,i1,c1,view,{T0}",
+            f"u1,i1,c1,view,{T0 + 3}",
+            f"u1,i1,c1,cart,{T0 + 4}",
+            f"u1,i2,c1,view,{T0 + 5}",
+            f"u1,i1,c1,view,{T0 + 6}",
+            f"u1,i1,c1,view,{T0 + 100}",
+        ],
+    )
     burst = ingest(raw, IngestParams(duplicate_window_s=5), Paths(tmp_path), now=NOW)
     q = burst.quarantine
     assert dict(zip(q["line"], q["reason"])) == {3: "near_duplicate", 6: "near_duplicate"}  # 3 s after the previous
@@ -213,7 +222,9 @@ def test_near_duplicates_collapse_a_burst_within_the_window(tmp_path):
 
 def test_kcore_repeats_until_users_and_items_both_hold(tmp_path):
     history = {"a": ["i1", "i2", "i3"], "b": ["i1", "i2", "i4"], "c": ["i1", "i2", "i3"]}
-    raw = _write(tmp_path, [f"{u},{i},c1,view,{T0 + 60 * k}" for u, items in history.items() for k, i in enumerate(items)])
+    raw = _write(
+        tmp_path, [f"{u},{i},c1,view,{T0 + 60 * k}" for u, items in history.items() for k, i in enumerate(items)]
+    )
     p = IngestParams(min_user_events=3, min_item_events=2)
     result = ingest(raw, p, Paths(tmp_path), now=NOW)
     # i4 has one event → out; then b has two → out; what is left is a 3-core
@@ -228,4 +239,3 @@ def test_statistics_of_the_kept_events(hand_written):
     assert stats["events"] == 4 and stats["users"] == 1 and stats["items"] == 4 and stats["sessions"] == 2
     assert stats["events_per_user_max"] == 4 and stats["type_share"]["view"] == 0.5
     assert stats["gap_s_p50"] == 60.0 and stats["first_ts"] == T0
-

@@ -49,7 +49,9 @@ GOOD = {  # variants of a valid row, all kept
 }
 
 
-def fuzz_file(path, seed: int, n: int = 600, bad_share: float = 0.3) -> tuple[dict[int, str], list[tuple[str, str, int]]]:
+def fuzz_file(
+    path, seed: int, n: int = 600, bad_share: float = 0.3
+) -> tuple[dict[int, str], list[tuple[str, str, int]]]:
     """Write `n` data lines; return {line: expected reason} and the valid rows (user, item, µs)."""
     rng = np.random.default_rng(seed)
     lines, expected, valid = [HEADER], {}, []
@@ -88,8 +90,13 @@ def test_fuzzed_lines(tmp_path, seed, block_mb):
     users = dict(zip(result.users["user_id"], result.users["raw_id"]))
     items = dict(zip(result.items["item_id"], result.items["raw_id"]))
     events = result.events
-    got = sorted(zip(events["user_id"].map(users), events["item_id"].map(items),
-                     (events["ts"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)))
+    got = sorted(
+        zip(
+            events["user_id"].map(users),
+            events["item_id"].map(items),
+            (events["ts"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1),
+        )
+    )
     assert got == sorted(valid)
     assert set(events["event_type"]) <= {"view", "cart", "purchase"}
 

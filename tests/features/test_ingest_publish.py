@@ -27,16 +27,26 @@ KEPT_NOTHING = {  # each keeps no event
 
 def snapshot_files(paths: Paths) -> dict[str, bytes]:
     """Every file an ingest writes (the data reports included), by path."""
-    files = [paths.events, paths.quarantine, paths.ingest_metrics, manifest_path(paths),
-             *sorted(paths.vocab.glob("*")), *sorted((paths.reports / "data").rglob("*"))]
+    files = [
+        paths.events,
+        paths.quarantine,
+        paths.ingest_metrics,
+        manifest_path(paths),
+        *sorted(paths.vocab.glob("*")),
+        *sorted((paths.reports / "data").rglob("*")),
+    ]
     return {str(f): f.read_bytes() for f in files if f.is_file()}
 
 
 def seqops(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("SEQOPS_TRACEBACK", None)
-    return subprocess.run([str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)],
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")

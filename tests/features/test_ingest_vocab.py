@@ -32,9 +32,12 @@ def ids(table: pd.DataFrame) -> dict[str, int]:
 def late_file(path: Path, known_user: str, known_item: str, first_ts: int) -> Path:
     """A small file, earlier than everything before it: a known user on a known and a new item, and a
     new user on a new item (first appearance order alone would put both new ids first)."""
-    rows = [f"{known_user},{known_item},c1,view,{first_ts}", f"{known_user},i-new,c1,view,{first_ts + 60}",
-            f"{known_user},{known_item},c1,cart,{first_ts + 120}",
-            *(f"u-new,i-new,c1,view,{first_ts + 10 * k}" for k in range(3))]
+    rows = [
+        f"{known_user},{known_item},c1,view,{first_ts}",
+        f"{known_user},i-new,c1,view,{first_ts + 60}",
+        f"{known_user},{known_item},c1,cart,{first_ts + 120}",
+        *(f"u-new,i-new,c1,view,{first_ts + 10 * k}" for k in range(3)),
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([HEADER, *rows]) + "\n")
     return path
@@ -78,8 +81,9 @@ def test_cli_ingest_of_a_small_file_leaves_the_project_ids_in_place(tmp_path):
     users = vocab(paths, "users")
     small = late_file(tmp_path / "small.csv", users["raw_id"].iloc[41], "i000001", first_ts=1_700_000_000)
 
-    done = subprocess.run([seqops, "ingest", "--path", str(small), "--project", str(project)],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [seqops, "ingest", "--path", str(small), "--project", str(project)], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 0, done.stderr
     after = vocab(paths, "users")
     assert len(after) == len(users) + 1

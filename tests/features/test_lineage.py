@@ -10,13 +10,12 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from seqops.cli import app
 from seqops.config import IngestParams, Paths, SyntheticParams
 from seqops.features.ingest import ingest, write_outputs
-from seqops.io import file_md5
 from seqops.features.lineage import data_report, lineage, read_manifest, render_lineage, write_manifest
 from seqops.features.synthetic import write_batch
-from seqops.cli import app
-
+from seqops.io import file_md5
 from tests.conftest import make_project
 
 SMALL = SyntheticParams(n_users=120, n_items=80, n_categories=5, sessions_per_user=2.0)
@@ -49,11 +48,21 @@ def register(paths: Paths, version: str, snap: dict) -> None:
     """Registry metadata as `register_candidate` writes it (no model training needed for lineage)."""
     from seqops.models.release.registry import Registry
 
-    Registry.of_project(paths).store.put({"version": version, "created_at": "2026-01-01T00:00:00+00:00", "content_hash": version,
-                               "data_version": snap["events"], "raw_data_version": snap["raw"],
-                               "sources": snap["manifest"], "params_hash": "abc", "params": {"model": {"kind": "sasrec"}},
-                               "parent_version": None, "decision": None,
-                               "eval_metrics": {"sasrec": {"ndcg@10": 0.25}, "popularity": {"ndcg@10": 0.1}}})
+    Registry.of_project(paths).store.put(
+        {
+            "version": version,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "content_hash": version,
+            "data_version": snap["events"],
+            "raw_data_version": snap["raw"],
+            "sources": snap["manifest"],
+            "params_hash": "abc",
+            "params": {"model": {"kind": "sasrec"}},
+            "parent_version": None,
+            "decision": None,
+            "eval_metrics": {"sasrec": {"ndcg@10": 0.25}, "popularity": {"ndcg@10": 0.1}},
+        }
+    )
 
 
 def test_two_ingests_two_dvc_versions_and_lineage_names_the_right_one(tmp_path):
@@ -104,7 +113,9 @@ def test_manifest_lists_sources_and_the_events_it_wrote(tmp_path):
     assert manifest == read_manifest(paths)
     assert manifest["events_md5"] == file_md5(paths.events)
     assert [(f["name"], f["path"]) for f in manifest["files"]] == [
-        ("batch-000.csv", ".seqops/data/raw/batch-000.csv"), ("batch-001.csv", ".seqops/data/raw/batch-001.csv")]
+        ("batch-000.csv", ".seqops/data/raw/batch-000.csv"),
+        ("batch-001.csv", ".seqops/data/raw/batch-001.csv"),
+    ]
     for f in manifest["files"]:
         assert f["md5"] == file_md5(paths.raw / f["name"]) and f["size"] == (paths.raw / f["name"]).stat().st_size
         assert f["rows_read"] == f["rows_kept"] + f["rows_quarantined"]

@@ -17,21 +17,50 @@ from seqops.features.loaders import plan
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-CLICKS = CsvMapping(separator=";", user="who", item="what", time="when", time_unit="iso", event="action",
-                    value="stars", category="shelf", event_map={"click": "view", "buy": "purchase", "wishlist": "fav"})
+CLICKS = CsvMapping(
+    separator=";",
+    user="who",
+    item="what",
+    time="when",
+    time_unit="iso",
+    event="action",
+    value="stars",
+    category="shelf",
+    event_map={"click": "view", "buy": "purchase", "wishlist": "fav"},
+)
 
 # format, fixture, {reason: count}, kept
 CASES = {
-    "movielens-100k": ("movielens", "movielens/ml-100k", {"malformed_row": 1, "bad_value": 1, "duplicate": 1,
-                                                          "below_rating_threshold": 2, "too_few_user_events": 2}, 7),
-    "movielens-1m": ("movielens", "movielens/ml-1m", {"malformed_row": 1, "negative_timestamp": 1,
-                                                      "below_rating_threshold": 2, "too_few_user_events": 1}, 7),
-    "movielens-latest": ("movielens", "movielens/ml-latest", {"missing_user_id": 1, "missing_item_id": 1,
-                                                              "bad_timestamp": 1, "below_rating_threshold": 1}, 7),
-    "retailrocket": ("retailrocket", "retailrocket", {"malformed_row": 1, "unknown_event_type": 1, "duplicate": 1,
-                                                      "too_few_user_events": 1}, 7),
-    "taobao": ("taobao", "taobao", {"malformed_row": 2, "missing_item_id": 1, "unknown_event_type": 1,
-                                    "duplicate": 1}, 8),
+    "movielens-100k": (
+        "movielens",
+        "movielens/ml-100k",
+        {"malformed_row": 1, "bad_value": 1, "duplicate": 1, "below_rating_threshold": 2, "too_few_user_events": 2},
+        7,
+    ),
+    "movielens-1m": (
+        "movielens",
+        "movielens/ml-1m",
+        {"malformed_row": 1, "negative_timestamp": 1, "below_rating_threshold": 2, "too_few_user_events": 1},
+        7,
+    ),
+    "movielens-latest": (
+        "movielens",
+        "movielens/ml-latest",
+        {"missing_user_id": 1, "missing_item_id": 1, "bad_timestamp": 1, "below_rating_threshold": 1},
+        7,
+    ),
+    "retailrocket": (
+        "retailrocket",
+        "retailrocket",
+        {"malformed_row": 1, "unknown_event_type": 1, "duplicate": 1, "too_few_user_events": 1},
+        7,
+    ),
+    "taobao": (
+        "taobao",
+        "taobao",
+        {"malformed_row": 2, "missing_item_id": 1, "unknown_event_type": 1, "duplicate": 1},
+        8,
+    ),
     "sasrec": ("sasrec", "sasrec", {"malformed_row": 1, "too_few_user_events": 1}, 10),
     "csv": ("csv", "csv", {"bad_timestamp": 1}, 7),
 }
@@ -74,11 +103,14 @@ def test_rating_threshold_can_keep_low_ratings(tmp_path):
     assert kept["value"].min() == 1.0 and len(kept) == 11
 
 
-@pytest.mark.parametrize("fixture, item, category, title", [
-    ("movielens/ml-1m", "5", "Action", "Star Wars: Episode IV - A New Hope (1977)"),
-    ("movielens/ml-latest", "11", "Comedy", "American President, The (1995)"),
-    ("movielens/ml-latest", "13", "unknown", "Some Film Nobody Tagged (2020)"),
-])
+@pytest.mark.parametrize(
+    "fixture, item, category, title",
+    [
+        ("movielens/ml-1m", "5", "Action", "Star Wars: Episode IV - A New Hope (1977)"),
+        ("movielens/ml-latest", "11", "Comedy", "American President, The (1995)"),
+        ("movielens/ml-latest", "13", "unknown", "Some Film Nobody Tagged (2020)"),
+    ],
+)
 def test_movielens_item_files(fixture, item, category, title, tmp_path):
     items = run("movielens", fixture, tmp_path).items.set_index("raw_id")
     assert (items.loc[item, "category"], items.loc[item, "title"]) == (category, title)
@@ -119,15 +151,24 @@ def test_csv_mapping_iso_times_and_event_map(tmp_path):
 def test_csv_without_header_and_unix_ms(tmp_path):
     raw = tmp_path / "logs.tsv"
     raw.write_text("".join(f"u{k % 2}\tx{k}\t{1700000000000 + 1000 * k}\n" for k in range(6)))
-    mapping = CsvMapping(pattern="*.tsv", separator="\t", header=False, names=["u", "i", "t"], user="u", item="i",
-                         time="t", time_unit="ms")
+    mapping = CsvMapping(
+        pattern="*.tsv",
+        separator="\t",
+        header=False,
+        names=["u", "i", "t"],
+        user="u",
+        item="i",
+        time="t",
+        time_unit="ms",
+    )
     events = ingest(tmp_path, IngestParams(format="csv", csv=mapping), Paths(tmp_path), now=NOW).events
     assert len(events) == 6 and events["ts"].min() == pd.Timestamp(1700000000, unit="s", tz="UTC")
 
 
 def test_csv_mapping_reads_parquet(tmp_path):
-    frame = pd.DataFrame({"who": ["a", "a", "a", "b"], "what": [1, 2, 3, 1],
-                          "when": pd.to_datetime([1, 2, 3, 4], unit="h", utc=True)})
+    frame = pd.DataFrame(
+        {"who": ["a", "a", "a", "b"], "what": [1, 2, 3, 1], "when": pd.to_datetime([1, 2, 3, 4], unit="h", utc=True)}
+    )
     pq.write_table(pa.Table.from_pandas(frame), tmp_path / "part-0.parquet")
     mapping = CsvMapping(pattern="*.parquet", user="who", item="what", time="when")
     result = ingest(tmp_path, IngestParams(format="csv", csv=mapping, min_user_events=1), Paths(tmp_path), now=NOW)
@@ -135,16 +176,28 @@ def test_csv_mapping_reads_parquet(tmp_path):
     assert result.items["raw_id"].tolist() == ["1", "2", "3"]
 
 
-@pytest.mark.parametrize("fmt, fixture, mapping, message", [
-    ("taobao", "sasrec/beauty-sample.txt", None, r"beauty-sample.txt line 1: expected 5 fields"),
-    ("retailrocket", "taobao/UserBehavior.csv", None, r"UserBehavior.csv: missing required column 'visitorid'"),
-    ("csv", "csv", CsvMapping(separator=";", user="who", item="what", time="time"), r"missing required column 'time'"),
-    ("csv", "csv", CLICKS.model_copy(update={"time_unit": "s"}),
-     r"clicks.csv line 2: column 'when': '2024-03-01T10:00:00Z' is bad timestamp \(expected a time in unit 's'\)"),
-    ("csv", "csv", CLICKS.model_copy(update={"event_map": {}}), r"column 'action': 'click' is unknown event type"),
-    ("movielens", "taobao", None, r"no movielens event file"),
-    ("sasrec", "taobao", None, r"no \*.txt files"),
-])
+@pytest.mark.parametrize(
+    "fmt, fixture, mapping, message",
+    [
+        ("taobao", "sasrec/beauty-sample.txt", None, r"beauty-sample.txt line 1: expected 5 fields"),
+        ("retailrocket", "taobao/UserBehavior.csv", None, r"UserBehavior.csv: missing required column 'visitorid'"),
+        (
+            "csv",
+            "csv",
+            CsvMapping(separator=";", user="who", item="what", time="time"),
+            r"missing required column 'time'",
+        ),
+        (
+            "csv",
+            "csv",
+            CLICKS.model_copy(update={"time_unit": "s"}),
+            r"clicks.csv line 2: column 'when': '2024-03-01T10:00:00Z' is bad timestamp \(expected a time in unit 's'\)",
+        ),
+        ("csv", "csv", CLICKS.model_copy(update={"event_map": {}}), r"column 'action': 'click' is unknown event type"),
+        ("movielens", "taobao", None, r"no movielens event file"),
+        ("sasrec", "taobao", None, r"no \*.txt files"),
+    ],
+)
 def test_a_wrong_format_or_mapping_fails_at_once_naming_line_or_column(fmt, fixture, mapping, message, tmp_path):
     p = IngestParams(format=fmt, csv=mapping or CsvMapping())
     with pytest.raises(IngestError, match=message):
@@ -170,21 +223,25 @@ def test_cli_ingest_format_and_path(case, cli_project):
     from seqops.cli import app
 
     fmt, fixture, _, kept = CASES[case]
-    done = CliRunner().invoke(app, ["ingest", "--format", fmt, "--path", str(FIXTURES / fixture),
-                                    "--project", str(cli_project)])
+    done = CliRunner().invoke(
+        app, ["ingest", "--format", fmt, "--path", str(FIXTURES / fixture), "--project", str(cli_project)]
+    )
     assert done.exit_code == 0, done.output
     assert "kept" in done.output and "quarantine" in done.output
     paths = Paths(cli_project)
     assert len(pd.read_parquet(paths.events)) == kept
     manifest = (paths.events.parent / "manifest.json").read_text()
-    assert fmt in manifest and all(s.path.name in manifest for s in plan(fmt, FIXTURES / fixture, IngestParams(csv=CLICKS)).sources)
+    assert fmt in manifest and all(
+        s.path.name in manifest for s in plan(fmt, FIXTURES / fixture, IngestParams(csv=CLICKS)).sources
+    )
 
 
 def test_cli_ingest_names_the_problem_without_a_traceback(cli_project):
     from seqops.cli import app
 
-    done = CliRunner().invoke(app, ["ingest", "--format", "taobao", "--path", str(FIXTURES / "sasrec"),
-                                    "--project", str(cli_project)])
+    done = CliRunner().invoke(
+        app, ["ingest", "--format", "taobao", "--path", str(FIXTURES / "sasrec"), "--project", str(cli_project)]
+    )
     assert done.exit_code == 1
     assert "no *.csv files" in done.output and "Traceback" not in done.output
     done = CliRunner().invoke(app, ["ingest", "--format", "parquet", "--project", str(cli_project)])

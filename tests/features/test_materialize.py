@@ -15,7 +15,6 @@ from feast.feature_view import FeatureViewState
 
 from seqops.config import Paths
 from seqops.features import store
-
 from tests.features.conftest import DAY0, build_features, events_at
 
 USERS = range(1, 6)
@@ -27,7 +26,9 @@ LABELS = pd.DataFrame({"user_id": list(USERS), "event_timestamp": DAY0 + pd.Time
 def online_rows(paths: Paths) -> dict[bytes, dict[str, tuple]]:
     """Every stored online row, straight from Feast's SQLite table: entity key → feature → (value, event_ts)."""
     with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
-        rows = conn.execute(f"SELECT entity_key, feature_name, value, event_ts FROM seqops_{store.FEATURE_VIEW}").fetchall()
+        rows = conn.execute(
+            f"SELECT entity_key, feature_name, value, event_ts FROM seqops_{store.FEATURE_VIEW}"
+        ).fetchall()
     out: dict[bytes, dict[str, tuple]] = {}
     for key, feature, value, event_ts in rows:
         out.setdefault(key, {})[feature] = (value, event_ts)
@@ -40,8 +41,9 @@ def online_by_user(paths: Paths) -> dict[int, dict]:
 
 def feast_materialize(paths: Paths) -> None:
     """Feast's own path: every user's latest row through the offline store and the batch engine."""
-    store.open_store(paths).materialize(start_date=store.MATERIALIZE_START, end_date=datetime.now(timezone.utc),
-                                        feature_views=[store.FEATURE_VIEW])
+    store.open_store(paths).materialize(
+        start_date=store.MATERIALIZE_START, end_date=datetime.now(timezone.utc), feature_views=[store.FEATURE_VIEW]
+    )
 
 
 def overwrite_online(paths: Paths, user_id: int, **features) -> None:
@@ -49,7 +51,9 @@ def overwrite_online(paths: Paths, user_id: int, **features) -> None:
     fs = store.open_store(paths)
     row = {k: v for k, v in online_by_user(paths)[user_id].items()}
     latest = pd.read_parquet(paths.user_features).query("user_id == @user_id").iloc[-1]
-    fs.write_to_online_store(store.FEATURE_VIEW, df=pd.DataFrame([{**row, **features, "event_timestamp": latest["event_timestamp"]}]))
+    fs.write_to_online_store(
+        store.FEATURE_VIEW, df=pd.DataFrame([{**row, **features, "event_timestamp": latest["event_timestamp"]}])
+    )
 
 
 def test_second_run_writes_only_users_with_new_events_and_matches_feast(feature_paths):
@@ -67,7 +71,9 @@ def test_second_run_writes_only_users_with_new_events_and_matches_feast(feature_
     assert values[1]["n_events"] == 999, "an unchanged user was written again"
     assert list(values[2]["last_items"])[-1] == 99 and list(values[4]["last_items"])[-2:] == [98, 97]
     unchanged = [key for key in before if key in after and after[key]["n_events"] == before[key]["n_events"]]
-    assert len(unchanged) == 2 and all(after[key] == before[key] for key in unchanged)  # users 3 and 5: same bytes and times
+    assert len(unchanged) == 2 and all(
+        after[key] == before[key] for key in unchanged
+    )  # users 3 and 5: same bytes and times
     assert store.materialize(feature_paths).users_written == 0
 
     ours = online_rows(feature_paths)
@@ -75,7 +81,9 @@ def test_second_run_writes_only_users_with_new_events_and_matches_feast(feature_
     theirs = online_rows(feature_paths)
     assert online_by_user(feature_paths)[1]["n_events"] == 3  # Feast rewrote everyone, marker included
     marked = [key for key in ours if ours[key]["n_events"] != theirs[key]["n_events"]]
-    assert len(marked) == 1 and {k: v for k, v in ours.items() if k not in marked} == {k: v for k, v in theirs.items() if k not in marked}
+    assert len(marked) == 1 and {k: v for k, v in ours.items() if k not in marked} == {
+        k: v for k, v in theirs.items() if k not in marked
+    }
 
 
 def test_a_view_left_materializing_by_feast_is_servable_again_after_materialize(feature_paths):

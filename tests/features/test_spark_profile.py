@@ -12,7 +12,6 @@ import yaml
 from seqops.config import Paths
 from seqops.features import store
 from seqops.models.training.splits import target_entities, temporal_entities
-
 from tests.conftest import make_project
 from tests.features.test_store import PG_ADMIN, reachable
 from tests.flows.conftest import run_seqops
@@ -44,8 +43,10 @@ def spark_paths(tmp_path_factory) -> Paths:
         pytest.skip("the spark profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
     import psycopg
 
-    project = make_project(tmp_path_factory.mktemp("spark") / "project",
-                           {"data": {"synthetic": {"n_users": N_USERS}}, "ingest": {"data_report": False}})
+    project = make_project(
+        tmp_path_factory.mktemp("spark") / "project",
+        {"data": {"synthetic": {"n_users": N_USERS}}, "ingest": {"data_report": False}},
+    )
     database = isolate_profile(project, "spark", uuid.uuid4().hex[:8])
     paths = Paths(project)
     try:
@@ -78,11 +79,14 @@ def events(paths: Paths) -> pd.DataFrame:
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     """Lists as lists (Spark hands back numpy arrays), rows in one order."""
     lists = {c: frame[c].map(lambda v: None if v is None else list(v)) for c in ("last_items", "last_types")}
-    return frame.assign(**lists).sort_values(["user_id", "event_timestamp", "role"], kind="stable").reset_index(drop=True)
+    return (
+        frame.assign(**lists).sort_values(["user_id", "event_timestamp", "role"], kind="stable").reset_index(drop=True)
+    )
 
 
-@pytest.mark.parametrize("entities", [target_entities, lambda e: temporal_entities(e, 0.2)],
-                         ids=["leave_one_out", "temporal"])
+@pytest.mark.parametrize(
+    "entities", [target_entities, lambda e: temporal_entities(e, 0.2)], ids=["leave_one_out", "temporal"]
+)
 def test_training_frame_equals_the_default_profile(spark_paths, entities):
     from pyspark.sql import SparkSession
 
@@ -95,7 +99,9 @@ def test_training_frame_equals_the_default_profile(spark_paths, entities):
     assert SparkSession.getActiveSession().sparkContext.master == "local[2]"  # it was Spark that joined
     assert spark["last_items"].notna().sum() > 500  # (temporal: users new after a cut have no history yet)
     pd.testing.assert_frame_equal(comparable(spark), comparable(default), check_dtype=False)
-    assert spark.dtypes.to_dict() == default.dtypes.to_dict() | {c: spark[c].dtype for c in ("last_items", "last_types")}
+    assert spark.dtypes.to_dict() == default.dtypes.to_dict() | {
+        c: spark[c].dtype for c in ("last_items", "last_types")
+    }
 
 
 def test_materialize_through_spark_writes_the_default_profiles_online_rows(spark_paths):

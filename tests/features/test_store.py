@@ -11,7 +11,6 @@ import yaml
 from seqops.config import Paths
 from seqops.features import store
 from seqops.features.sequences import write_user_features
-
 from tests.features.test_sequences import events_frame
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -29,10 +28,14 @@ def check_store_round_trip(paths: Paths, profile: str) -> None:
     write_user_features(paths.events, paths.user_features, max_len=10)
     store.apply(paths, profile)
 
-    entities = pd.DataFrame({
-        "user_id": [1, 1, 2],
-        "event_timestamp": pd.to_datetime(["2026-01-01 04:59:59", "2026-01-01 06:00:00", "2026-01-02 00:00:29"], utc=True),
-    })
+    entities = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "event_timestamp": pd.to_datetime(
+                ["2026-01-01 04:59:59", "2026-01-01 06:00:00", "2026-01-02 00:00:29"], utc=True
+            ),
+        }
+    )
     joined = store.historical_features(paths, entities, profile)
     # only rows at or before each entity time: the 05:00 event is invisible at 04:59:59
     assert joined["last_items"].map(list).tolist() == [[5, 6], [5, 6, 7], [8]]

@@ -141,10 +141,11 @@ def test_chunks_stream_a_large_batch_and_one_chunk_is_the_whole_batch(tmp_path):
     chunks = list(iter_batch_chunks(SMALL, 1, chunk_users=120))
     assert len(chunks) == 5 and all(c["timestamp"].is_monotonic_increasing for c in chunks)
     users = [set(c["user_id"]) for c in chunks]
-    assert all(a.isdisjoint(b) for i, a in enumerate(users) for b in users[i + 1:])
+    assert all(a.isdisjoint(b) for i, a in enumerate(users) for b in users[i + 1 :])
     assert 0.8 < sum(map(len, chunks)) / len(whole) < 1.2  # same structure, other draws
-    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True),
-                                  pd.concat(iter_batch_chunks(SMALL, 1, chunk_users=120), ignore_index=True))
+    pd.testing.assert_frame_equal(
+        pd.concat(chunks, ignore_index=True), pd.concat(iter_batch_chunks(SMALL, 1, chunk_users=120), ignore_index=True)
+    )
 
     path = write_batch(SMALL, tmp_path / "raw", 1, chunk_users=120)
     pd.testing.assert_frame_equal(pd.read_csv(path), pd.concat(chunks, ignore_index=True))

@@ -22,7 +22,9 @@ SECRET = "s3cret-pw"
 
 def cli(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)]
-    return subprocess.run(cmd, cwd=project, env={**tool_env(), "COLUMNS": "80", **(env or {})}, capture_output=True, text=True)
+    return subprocess.run(
+        cmd, cwd=project, env={**tool_env(), "COLUMNS": "80", **(env or {})}, capture_output=True, text=True
+    )
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess, *expected: str) -> str:
@@ -61,30 +63,48 @@ DAMAGE = [  # (file under .seqops/registry, content, command, what the line must
     ("champion.json", b'{"champion": "{v}", "previous": "{v}"}', ["promote", "{v}"], ["champion.json", "previous"]),
     ("champion.json", b'{"champion": 7}', ["rollback"], ["champion.json", "champion"]),
     ("versions/{v}.json", b'{"created_at": "t", "content_hash": "h"}', ["models"], ["{v}.json", "version"]),
-    ("versions/{v}.json", b'{"version": "{v}", "created_at": "t", "content_hash": "h", "decision": "yes"}',
-     ["models", "show", "{v}"], ["{v}.json", "decision"]),
+    (
+        "versions/{v}.json",
+        b'{"version": "{v}", "created_at": "t", "content_hash": "h", "decision": "yes"}',
+        ["models", "show", "{v}"],
+        ["{v}.json", "decision"],
+    ),
     ("versions/{v}.json", b"\xc3\x28", ["gate"], ["{v}.json", "not UTF-8"]),
     ("audit.jsonl", b'{"seq": 1, "action": "promote"}\n', ["history"], ["audit.jsonl line 1", "time"]),
     ("audit.jsonl", b"[1, 2]\n", ["promote", "{v}"], ["audit.jsonl line 1", "not a JSON object"]),
 ]
 
 
-@pytest.mark.parametrize("name, content, command, expected", DAMAGE,
-                         ids=[f"{n.split('/')[0]}-{c[0]}" for n, _, c, _ in DAMAGE])
+@pytest.mark.parametrize(
+    "name, content, command, expected", DAMAGE, ids=[f"{n.split('/')[0]}-{c[0]}" for n, _, c, _ in DAMAGE]
+)
 def test_a_damaged_registry_is_one_line_naming_the_file(project, name, content, command, expected):
     v = version_of(project)
     path = Paths(project).registry / name.replace("{v}", v)
     damaged = content.replace(b"{v}", v.encode())
     path.write_bytes(damaged)
-    assert_one_line_error(cli(project, *(arg.replace("{v}", v) for arg in command)), *(e.replace("{v}", v) for e in expected))
+    assert_one_line_error(
+        cli(project, *(arg.replace("{v}", v) for arg in command)), *(e.replace("{v}", v) for e in expected)
+    )
     assert path.read_bytes() == damaged  # refused, not "repaired" by a write
 
 
-@pytest.mark.parametrize("command", [["models", "show", "../../../x"], ["promote", "../.."], ["lineage", "../../../x"],
-                                     ["gate", "../../../x"], ["promote", "v0001-abcdef/../../../../x"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["models", "show", "../../../x"],
+        ["promote", "../.."],
+        ["lineage", "../../../x"],
+        ["gate", "../../../x"],
+        ["promote", "v0001-abcdef/../../../../x"],
+    ],
+    ids=" ".join,
+)
 def test_version_arguments_that_are_not_versions_are_refused(project, command):
     # a file the path in the argument would reach: it must never be read
-    (project / "x.json").write_text(json.dumps({"version": "x", "content_hash": "h", "created_at": "t", "data_version": "LEAKED"}))
+    (project / "x.json").write_text(
+        json.dumps({"version": "x", "content_hash": "h", "created_at": "t", "data_version": "LEAKED"})
+    )
     done = cli(project, *command)
     assert_one_line_error(done, "not a version name", repr(command[-1]))
     assert "LEAKED" not in done.stdout + done.stderr
@@ -102,8 +122,12 @@ def test_an_unreachable_registry_never_shows_the_dsn_password(project):
 
 
 def test_a_bad_params_yaml_is_one_line(project):
-    (project / "params.yaml").write_text(yaml.safe_dump({"registry": {"backend": "sqlite"}, "train": {"epochs": "many"}}))
-    assert_one_line_error(cli(project, "history"), "params.yaml: invalid configuration", "registry.backend", "train.epochs")
+    (project / "params.yaml").write_text(
+        yaml.safe_dump({"registry": {"backend": "sqlite"}, "train": {"epochs": "many"}})
+    )
+    assert_one_line_error(
+        cli(project, "history"), "params.yaml: invalid configuration", "registry.backend", "train.epochs"
+    )
 
 
 def test_a_missing_state_file_is_one_line(project):

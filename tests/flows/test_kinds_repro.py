@@ -20,8 +20,11 @@ SETTINGS = {
     "bert4rec": ({"kind": "bert4rec"}, {}, {}),
     "gru4rec": ({"kind": "gru4rec", "num_layers": 1}, {}, {}),
     "lm": ({"kind": "lm", "lm_events": 5}, {"epochs": 1, "batch_size": 32, "lr": 0.0001}, {}),
-    "sasrec-heads-temporal": ({"kind": "sasrec", "heads": ["next_item", "next_action", "churn"]}, {},
-                              {"protocol": "temporal", "temporal_share": 0.2}),
+    "sasrec-heads-temporal": (
+        {"kind": "sasrec", "heads": ["next_item", "next_action", "churn"]},
+        {},
+        {"protocol": "temporal", "temporal_share": 0.2},
+    ),
 }
 
 
@@ -31,8 +34,9 @@ def repro(project: Path, name: str) -> dict:
     for section, values in (("model", model), ("train", train), ("evaluate", evaluate)):
         params[section] = {**params[section], **values}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    done = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project, env=tool_env(),
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project, env=tool_env(), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(Paths(project).eval_metrics.read_text())
 
@@ -52,6 +56,8 @@ def test_every_kind_trains_through_dvc_repro(tmp_path, seqops):
         assert meta["kind"] == kind and meta["model_class"].startswith("seqops.models."), name
         if name == "sasrec-heads-temporal":
             assert "temporal" in metrics["protocol"]
-            assert {"accuracy", "f1", "auc"} <= set(metrics["heads"]["next_action"]) and "auc" in metrics["heads"]["churn"]
+            assert {"accuracy", "f1", "auc"} <= set(metrics["heads"]["next_action"]) and "auc" in metrics["heads"][
+                "churn"
+            ]
         if kind != "markov":
             assert (paths.candidate / "training_curve.png").exists()

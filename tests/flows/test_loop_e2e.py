@@ -1,19 +1,17 @@
 """End to end on the real stack: Prefect flow → DVC repro → Feast → SASRec → Evidently gate →
 registry → BentoML HTTP service on a free loopback port."""
 
-import json
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from seqops.config import Paths
 from seqops.features import store as feature_store
-from seqops.serving.launch import running_service
 from seqops.models.release.registry import Registry
+from seqops.serving.launch import running_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

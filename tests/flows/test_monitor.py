@@ -19,56 +19,152 @@ def write_log(directory, day, records):
 
 def test_requests_since_the_promote_and_only_answered_recommends(tmp_path):
     log = tmp_path / "requests"
-    write_log(log, "2026-01-01", [{"time": "2026-01-01T10:00:00+00:00", "endpoint": "recommend", "status": 200,
-                                   "user_id": "u1", "items": ["a"], "fallback": False}])
-    write_log(log, "2026-01-02", [
-        {"time": "2026-01-02T10:00:00+00:00", "endpoint": "recommend", "status": 200, "user_id": "u1", "items": ["b", "c"], "fallback": False},
-        {"time": "2026-01-02T10:00:01+00:00", "endpoint": "recommend", "status": 400, "user_id": "u2", "items": None, "fallback": False},
-        {"time": "2026-01-02T10:00:02+00:00", "endpoint": "churn", "status": 200, "user_id": "u1", "items": None, "fallback": False},
-        {"time": "2026-01-02T10:00:03+00:00", "endpoint": "recommend", "status": 200, "user_id": "u3", "items": ["z"], "fallback": True},
-    ])
+    write_log(
+        log,
+        "2026-01-01",
+        [
+            {
+                "time": "2026-01-01T10:00:00+00:00",
+                "endpoint": "recommend",
+                "status": 200,
+                "user_id": "u1",
+                "items": ["a"],
+                "fallback": False,
+            }
+        ],
+    )
+    write_log(
+        log,
+        "2026-01-02",
+        [
+            {
+                "time": "2026-01-02T10:00:00+00:00",
+                "endpoint": "recommend",
+                "status": 200,
+                "user_id": "u1",
+                "items": ["b", "c"],
+                "fallback": False,
+            },
+            {
+                "time": "2026-01-02T10:00:01+00:00",
+                "endpoint": "recommend",
+                "status": 400,
+                "user_id": "u2",
+                "items": None,
+                "fallback": False,
+            },
+            {
+                "time": "2026-01-02T10:00:02+00:00",
+                "endpoint": "churn",
+                "status": 200,
+                "user_id": "u1",
+                "items": None,
+                "fallback": False,
+            },
+            {
+                "time": "2026-01-02T10:00:03+00:00",
+                "endpoint": "recommend",
+                "status": 200,
+                "user_id": "u3",
+                "items": ["z"],
+                "fallback": True,
+            },
+        ],
+    )
     frame = read_requests(log, pd.Timestamp("2026-01-02T00:00:00", tz="UTC"))
     assert frame["user_id"].tolist() == ["u1", "u3"]
     assert len(read_requests(log)) == 3
 
 
 def test_hit_rate_uses_each_users_latest_earlier_answer():
-    requests = pd.DataFrame({"time": pd.to_datetime(["2026-01-02T10:00:00", "2026-01-02T12:00:00", "2026-01-02T10:00:00"], utc=True),
-                             "user_id": ["u1", "u1", "u2"], "items": [["a"], ["b", "c"], ["x"]], "fallback": [False, False, True],
-                             "client": "addr:10.0.0.1"})
+    requests = pd.DataFrame(
+        {
+            "time": pd.to_datetime(["2026-01-02T10:00:00", "2026-01-02T12:00:00", "2026-01-02T10:00:00"], utc=True),
+            "user_id": ["u1", "u1", "u2"],
+            "items": [["a"], ["b", "c"], ["x"]],
+            "fallback": [False, False, True],
+            "client": "addr:10.0.0.1",
+        }
+    )
     t = lambda s: str(int(pd.Timestamp(s, tz="UTC").timestamp()))  # noqa: E731
-    events = pd.DataFrame({"user_id": ["u1", "u1", "u1", "u2", "u9"], "item_id": ["a", "c", "a", "x", "a"],
-                           "timestamp": [t("2026-01-02T11:00"), t("2026-01-02T13:00"), t("2026-01-02T13:30"),
-                                         t("2026-01-02T11:00"), t("2026-01-02T11:00")]})
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2", "u9"],
+            "item_id": ["a", "c", "a", "x", "a"],
+            "timestamp": [
+                t("2026-01-02T11:00"),
+                t("2026-01-02T13:00"),
+                t("2026-01-02T13:30"),
+                t("2026-01-02T11:00"),
+                t("2026-01-02T11:00"),
+            ],
+        }
+    )
     quality = serving_quality(requests, events, per_client=False)
     # u1@11:00 'a' in ['a'] (hit); u1@13:00 'c' in ['b','c'] (hit); u1@13:30 'a' not in ['b','c'];
     # u2 was answered by the fallback and u9 never: not counted
-    assert quality == {"answers": 3, "clients": 1, "counted_answers": 3, "fallback_share": 1 / 3, "hit_rate": 2 / 3,
-                       "events_after_an_answer": 3}
+    assert quality == {
+        "answers": 3,
+        "clients": 1,
+        "counted_answers": 3,
+        "fallback_share": 1 / 3,
+        "hit_rate": 2 / 3,
+        "events_after_an_answer": 3,
+    }
 
 
 def answers(client: str, n: int, fallback: bool, start: str = "2026-01-02T10:00:00") -> list[dict]:
-    return [{"time": (pd.Timestamp(start, tz="UTC") + pd.Timedelta(seconds=i)).isoformat(), "endpoint": "recommend",
-             "status": 200, "user_id": f"{client}-{i}", "items": ["a"], "fallback": fallback, "client": client} for i in range(n)]
+    return [
+        {
+            "time": (pd.Timestamp(start, tz="UTC") + pd.Timedelta(seconds=i)).isoformat(),
+            "endpoint": "recommend",
+            "status": 200,
+            "user_id": f"{client}-{i}",
+            "items": ["a"],
+            "fallback": fallback,
+            "client": client,
+        }
+        for i in range(n)
+    ]
 
 
 def test_one_clients_burst_of_unknown_users_does_not_trigger_a_retrain(tmp_path):
     log = tmp_path / "requests"
-    normal = [*answers("addr:10.0.0.1", 120, False), *answers("addr:10.0.0.2", 100, False), *answers("addr:10.0.0.2", 10, True)]
+    normal = [
+        *answers("addr:10.0.0.1", 120, False),
+        *answers("addr:10.0.0.2", 100, False),
+        *answers("addr:10.0.0.2", 10, True),
+    ]
     write_log(log, "2026-01-02", normal + answers("addr:10.6.6.6", 150, True))  # the burst: 150 unknown users
     frame = read_requests(log)
     quality = serving_quality(frame, pd.DataFrame(columns=["user_id", "item_id", "timestamp"]))
     assert quality["answers"] == 380 and quality["clients"] == 3 and quality["counted_answers"] == 230
     assert quality["fallback_share"] == 10 / 230 and not quality_dropped(quality, FlowParams())
-    alone = serving_quality(read_requests(log).query("client == 'addr:10.6.6.6'"), pd.DataFrame(columns=["user_id", "item_id", "timestamp"]))
+    alone = serving_quality(
+        read_requests(log).query("client == 'addr:10.6.6.6'"), pd.DataFrame(columns=["user_id", "item_id", "timestamp"])
+    )
     assert not quality_dropped(alone, FlowParams())  # nobody else's answers: nothing to judge
     # a drop that every client sees still triggers
     write_log(log, "2026-01-03", answers("addr:10.0.0.1", 100, True, "2026-01-03T10:00:00"))
-    assert quality_dropped(serving_quality(read_requests(log), pd.DataFrame(columns=["user_id", "item_id", "timestamp"])), FlowParams())
+    assert quality_dropped(
+        serving_quality(read_requests(log), pd.DataFrame(columns=["user_id", "item_id", "timestamp"])), FlowParams()
+    )
 
 
 def test_request_log_lines_without_a_client_count_as_one_unknown_client(tmp_path):
     log = tmp_path / "requests"
-    write_log(log, "2026-01-02", [{"time": "2026-01-02T10:00:00+00:00", "endpoint": "recommend", "status": 200,
-                                   "user_id": "u1", "items": ["a"], "fallback": True}])
+    write_log(
+        log,
+        "2026-01-02",
+        [
+            {
+                "time": "2026-01-02T10:00:00+00:00",
+                "endpoint": "recommend",
+                "status": 200,
+                "user_id": "u1",
+                "items": ["a"],
+                "fallback": True,
+            }
+        ],
+    )
     assert read_requests(log)["client"].tolist() == ["unknown"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from seqops.serving.launch import free_port, start_group, stop_group, wait_until_ok
 from seqops.io import tool_env
+from seqops.serving.launch import free_port, start_group, stop_group, wait_until_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
@@ -43,17 +43,32 @@ asyncio.run(main(sys.argv[1]))
 def test_deployed_retrain_runs_on_a_real_prefect_server(project, tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**tool_env(), "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+    env = {
+        **tool_env(),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
     (tmp_path / "prefect-home").mkdir()
-    server = start_group([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                         env, tmp_path, tmp_path / "server.log")
+    server = start_group(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        tmp_path,
+        tmp_path / "server.log",
+    )
     worker = None
     try:
         wait_until_ok(f"{api}/health", server, tmp_path / "server.log", timeout_s=120)
-        worker = start_group([str(BIN / "seqops"), "serve-flows", "--no-schedules", "--project", str(project)],
-                             env, project, tmp_path / "worker.log")
-        done = subprocess.run([sys.executable, "-c", TRIGGER, str(project)], env=env, capture_output=True, text=True, timeout=800)
+        worker = start_group(
+            [str(BIN / "seqops"), "serve-flows", "--no-schedules", "--project", str(project)],
+            env,
+            project,
+            tmp_path / "worker.log",
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", TRIGGER, str(project)], env=env, capture_output=True, text=True, timeout=800
+        )
         assert done.returncode == 0, done.stderr[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert result["state"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-5000:]

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from seqops.config import ModelParams, Paths, RegistryParams
-from seqops.models.training.artifact import save_artifact
+from seqops.io import CRASH_ENV
 from seqops.models.nets.baselines import PopularityModel
 from seqops.models.nets.sasrec import SASRecModel
-from seqops.io import CRASH_ENV
 from seqops.models.release.registry import Registry
+from seqops.models.training.artifact import save_artifact
 
 DSN = os.environ.get("SEQOPS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -83,8 +83,9 @@ for call in calls:
 """
 
 
-def child(root: Path, settings: RegistryParams, calls: list[dict], crash_at: str | None = None,
-          go: Path | None = None) -> subprocess.Popen:
+def child(
+    root: Path, settings: RegistryParams, calls: list[dict], crash_at: str | None = None, go: Path | None = None
+) -> subprocess.Popen:
     """A separate Python process running registry calls (optionally SIGKILLed at a crash point,
     optionally waiting for the file `go` before it starts)."""
     env = {**os.environ, "BENTOML_HOME": str(Paths(root).bentoml_home)}
@@ -97,18 +98,39 @@ def child(root: Path, settings: RegistryParams, calls: list[dict], crash_at: str
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def tiny_artifact(out: Path, seed: int, n_items: int, *, max_len: int = 8, counts: np.ndarray | None = None,
-                  items: pd.DataFrame | None = None, reference: pd.DataFrame | None = None) -> Path:
+def tiny_artifact(
+    out: Path,
+    seed: int,
+    n_items: int,
+    *,
+    max_len: int = 8,
+    counts: np.ndarray | None = None,
+    items: pd.DataFrame | None = None,
+    reference: pd.DataFrame | None = None,
+) -> Path:
     """A real artifact directory: an untrained (seeded) tiny SASRec, popularity counts, the item
     vocabulary and a reference summary (small defaults for what the caller does not care about)."""
     torch.manual_seed(seed)
-    model = SASRecModel.from_params(n_items, max_len, ModelParams(hidden_size=16, num_layers=1, num_heads=2, dropout=0.0))
+    model = SASRecModel.from_params(
+        n_items, max_len, ModelParams(hidden_size=16, num_layers=1, num_heads=2, dropout=0.0)
+    )
     ids = np.arange(1, n_items + 1)
     if items is None:
-        items = pd.DataFrame({"raw_id": [f"i{i:04d}" for i in ids], "item_id": ids, "category": [f"c{i % 3}" for i in ids]})
+        items = pd.DataFrame(
+            {"raw_id": [f"i{i:04d}" for i in ids], "item_id": ids, "category": [f"c{i % 3}" for i in ids]}
+        )
     if reference is None:
-        reference = pd.DataFrame({"user_id": [1, 2], "n_events": [5, 6], "n_sessions": [1, 2], "log_gap_s": [3.0, 4.0],
-                                  "share_cart": [0.2, 0.0], "share_purchase": [0.0, 0.1], "last_items": [[1, 2, 3], [4, 5]]})
+        reference = pd.DataFrame(
+            {
+                "user_id": [1, 2],
+                "n_events": [5, 6],
+                "n_sessions": [1, 2],
+                "log_gap_s": [3.0, 4.0],
+                "share_cart": [0.2, 0.0],
+                "share_purchase": [0.0, 0.1],
+                "last_items": [[1, 2, 3], [4, 5]],
+            }
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     items_path = out.parent / f"{out.name}-items.parquet"
     items.to_parquet(items_path)

@@ -23,4 +23,8 @@ def test_popularity_ranks_most_frequent_first(tmp_path):
 def test_from_counts_matches_fit():
     seqs = [np.array([1, 2, 2]), np.array([2])]
     counts = np.bincount(np.concatenate(seqs), minlength=4)
-    assert PopularityModel.from_counts(counts).counts.tolist() == PopularityModel.fit(seqs, 3).counts.tolist() == [0, 1, 3, 0]
+    assert (
+        PopularityModel.from_counts(counts).counts.tolist()
+        == PopularityModel.fit(seqs, 3).counts.tolist()
+        == [0, 1, 3, 0]
+    )

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
+from seqops.models.nets.zoo import build_model
 from seqops.models.training.data import pad_left
 from seqops.models.training.train import score_fn_for, train_model
-from seqops.models.nets.zoo import build_model
 from tests.conftest import assert_same_scores
 
 N_ITEMS, MAX_LEN = 30, 8
@@ -102,7 +102,9 @@ def test_left_padding_does_not_change_scores(kind):
 def test_all_padding_rows_are_finite_and_train_with_finite_gradients(kind):
     model = tiny_model(kind)
     scores = model.next_item_scores(torch.zeros(2, MAX_LEN, dtype=torch.long))
-    assert scores.shape == (2, N_ITEMS + 1) and torch.isfinite(scores[:, 1:]).all() and torch.isneginf(scores[:, 0]).all()
+    assert (
+        scores.shape == (2, N_ITEMS + 1) and torch.isfinite(scores[:, 1:]).all() and torch.isneginf(scores[:, 0]).all()
+    )
     model.train()
     input_ids = torch.tensor([[0, 0, 0, 0], [0, 1, 2, 3]])
     labels = torch.tensor([[0, 0, 0, 0], [0, 2, 3, 4]])

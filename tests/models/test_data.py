@@ -2,8 +2,15 @@ import numpy as np
 import torch
 
 from seqops.config import EvaluateParams, TrainParams
-from seqops.models.training.data import NextItemDataset, churn_flags, collate_left_padded, make_loader, pad_left, type_ids
 from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
+from seqops.models.training.data import (
+    NextItemDataset,
+    churn_flags,
+    collate_left_padded,
+    make_loader,
+    pad_left,
+    type_ids,
+)
 from seqops.models.training.train import train_model
 
 
@@ -23,8 +30,12 @@ def test_dataset_shifts_by_one_and_collate_trims_padding():
 
 
 def test_side_columns_follow_the_items():
-    ds = NextItemDataset([np.array([1, 2, 3]), np.array([4, 5])], max_len=3,
-                         types=[np.array([1, 2, 3]), np.array([1, 1])], churn=[np.array([0, 1, -1]), np.array([1, 0])])
+    ds = NextItemDataset(
+        [np.array([1, 2, 3]), np.array([4, 5])],
+        max_len=3,
+        types=[np.array([1, 2, 3]), np.array([1, 1])],
+        churn=[np.array([0, 1, -1]), np.array([1, 0])],
+    )
     batch = collate_left_padded([ds[0], ds[1]])
     assert batch["input_ids"].tolist() == [[1, 2], [0, 4]]
     assert batch["type_ids"].tolist() == [[1, 2], [0, 1]]
@@ -55,7 +66,10 @@ def test_training_labels_never_contain_validation_targets():
     model = SASRecModel(SASRecConfig(n_items=10, max_len=8, hidden_size=8, num_layers=1, num_heads=1))
     seen_labels = []
     forward = model.forward
-    model.forward = lambda input_ids, labels=None, **side: (seen_labels.append(labels), forward(input_ids, labels, **side))[1]
+    model.forward = lambda input_ids, labels=None, **side: (
+        seen_labels.append(labels),
+        forward(input_ids, labels, **side),
+    )[1]
     p = TrainParams(epochs=2, batch_size=4, device="cpu")
     train_model(model, train_seqs, valid_inputs, valid_targets, p, EvaluateParams(), progress=False)
     seen = torch.cat([lab.flatten() for lab in seen_labels if lab is not None])

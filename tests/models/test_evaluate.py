@@ -5,7 +5,13 @@ import pytest
 
 from seqops.config import EvaluateParams
 from seqops.models.training.evaluate import (
-    classification_metrics, evaluate, model_metrics, rank_metrics, ranking_label, sampled_ranks, target_ranks,
+    classification_metrics,
+    evaluate,
+    model_metrics,
+    rank_metrics,
+    ranking_label,
+    sampled_ranks,
+    target_ranks,
 )
 
 # 3 users, 5 items (column 0 = padding, never ranked even with the highest score).

@@ -8,12 +8,19 @@ import pytest
 from seqops.config import GateParams, IngestParams, Paths, SyntheticParams
 from seqops.features.ingest import ingest
 from seqops.features.synthetic import write_batch
-from seqops.models.training.evaluate import metrics_from_ranks, top_items as top_k
 from seqops.models.release.drift import (
-    DRIFT_COLUMNS, behaviour_drift, drift_columns, evidently_reports, prediction_drift, split_at, time_windows, window_behaviour,
+    DRIFT_COLUMNS,
+    behaviour_drift,
+    drift_columns,
+    evidently_reports,
+    prediction_drift,
+    split_at,
+    time_windows,
+    window_behaviour,
 )
 from seqops.models.release.policy import Check, bootstrap_means, compare, decide, performance_check
-from seqops.models.training.evaluate import per_user
+from seqops.models.training.evaluate import metrics_from_ranks, per_user
+from seqops.models.training.evaluate import top_items as top_k
 
 GP = GateParams(min_uplift_vs_baseline=0.05, max_regression=0.01, bootstrap_samples=500)
 
@@ -50,14 +57,24 @@ def test_non_inferior_rejects_only_a_significant_regression_and_superior_needs_a
     noisy_equal = np.where(rng.random(600) < 0.1, ranks_with_hits(rng, 600, 0.3), champion)
     worse = np.where(rng.random(600) < 0.5, 400, champion)
     better = np.where(rng.random(600) < 0.3, 1, champion)
-    checks = {name: {policy: performance_check(compare(cand, champion, ["ndcg@10"], GP),
-                                               GP.model_copy(update={"policy": policy}), "champion", 600)
-                     for policy in ("non_inferior", "superior")}
-              for name, cand in (("equal", noisy_equal), ("worse", worse), ("better", better))}
+    checks = {
+        name: {
+            policy: performance_check(
+                compare(cand, champion, ["ndcg@10"], GP), GP.model_copy(update={"policy": policy}), "champion", 600
+            )
+            for policy in ("non_inferior", "superior")
+        }
+        for name, cand in (("equal", noisy_equal), ("worse", worse), ("better", better))
+    }
     assert checks["equal"]["non_inferior"].passed and not checks["equal"]["superior"].passed
-    assert not checks["worse"]["non_inferior"].passed and "a significant regression" in checks["worse"]["non_inferior"].sentence
+    assert (
+        not checks["worse"]["non_inferior"].passed
+        and "a significant regression" in checks["worse"]["non_inferior"].sentence
+    )
     assert checks["better"]["superior"].passed and "real improvement" in checks["better"]["superior"].sentence
-    assert "95% CI" in checks["equal"]["non_inferior"].sentence and "600 users" in checks["equal"]["non_inferior"].sentence
+    assert (
+        "95% CI" in checks["equal"]["non_inferior"].sentence and "600 users" in checks["equal"]["non_inferior"].sentence
+    )
 
 
 def test_a_first_model_must_beat_popularity_by_the_uplift_at_the_lower_bound():
@@ -77,7 +94,10 @@ def test_drift_alone_never_rejects():
 
 
 def test_a_failed_blocking_check_rejects_with_its_sentence():
-    checks = [Check("perf", 0, 1, False, True, "worse than champion"), Check("drift_share", 0, 0.5, True, False, "calm")]
+    checks = [
+        Check("perf", 0, 1, False, True, "worse than champion"),
+        Check("drift_share", 0, 0.5, True, False, "calm"),
+    ]
     assert decide(checks) == ("reject", ["worse than champion"])
 
 
@@ -109,18 +129,33 @@ def test_split_at_gives_the_champion_its_first_events_per_user():
 
 
 def summary(rng, n, shift=0.0, max_item=50):
-    return pd.DataFrame({
-        "n_events": rng.poisson(20 + 20 * shift, n), "n_sessions": rng.poisson(3, n) + 1,
-        "log_gap_s": rng.normal(5 + shift, 1, n), "share_cart": rng.uniform(0, 0.2 + shift, n),
-        "share_purchase": rng.uniform(0, 0.1, n),
-        "last_items": [list(rng.integers(1, max_item + 1, 10)) for _ in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "n_events": rng.poisson(20 + 20 * shift, n),
+            "n_sessions": rng.poisson(3, n) + 1,
+            "log_gap_s": rng.normal(5 + shift, 1, n),
+            "share_cart": rng.uniform(0, 0.2 + shift, n),
+            "share_purchase": rng.uniform(0, 0.1, n),
+            "last_items": [list(rng.integers(1, max_item + 1, 10)) for _ in range(n)],
+        }
+    )
 
 
 def test_drift_columns_mark_items_the_catalogue_does_not_know():
     counts = np.array([0, 10, 5, 1])
-    frame = drift_columns(pd.DataFrame({"n_events": [6], "n_sessions": [2], "log_gap_s": [0.0], "share_cart": [0.0],
-                                        "share_purchase": [0.0], "last_items": [[1, 2, 9]]}), counts)
+    frame = drift_columns(
+        pd.DataFrame(
+            {
+                "n_events": [6],
+                "n_sessions": [2],
+                "log_gap_s": [0.0],
+                "share_cart": [0.0],
+                "share_purchase": [0.0],
+                "last_items": [[1, 2, 9]],
+            }
+        ),
+        counts,
+    )
     assert list(frame.columns) == DRIFT_COLUMNS
     assert frame["new_item_share"].iloc[0] == 1 / 3 and frame["events_per_session"].iloc[0] == 3
 
@@ -130,7 +165,9 @@ def test_evidently_reports_detect_a_shift_and_keep_html_and_json(tmp_path):
     counts = np.r_[0, rng.integers(1, 100, 60)]
     reference = drift_columns(summary(rng, 400), counts)
     same = evidently_reports(reference, drift_columns(summary(rng, 400), counts), tmp_path / "same")
-    shifted = evidently_reports(reference, drift_columns(summary(rng, 400, shift=1.0, max_item=60), counts), tmp_path / "shift")
+    shifted = evidently_reports(
+        reference, drift_columns(summary(rng, 400, shift=1.0, max_item=60), counts), tmp_path / "shift"
+    )
     assert shifted["drift_share"] > same["drift_share"] and shifted["dataset_drift"] and not same["dataset_drift"]
     assert shifted["drifted_columns"] >= 3 and shifted["columns"]["share_cart"]["drifted"]
     assert shifted["columns"]["log_gap_s"]["method"] == "ks" and shifted["columns"]["log_gap_s"]["threshold"] == 0.05
@@ -168,7 +205,9 @@ def test_top_k_skips_padding_and_excluded_items_and_identical_lists_do_not_drift
     assert top_k(scores, 2, [np.array([2]), np.array([])]).tolist() == [[4, 3], [1, 2]]
     rng = np.random.default_rng(0)
     top = top_k(rng.normal(size=(200, 41)), 10)
-    result = prediction_drift(top, top.copy(), np.r_[0, np.arange(40, 0, -1)], np.array(["c0", *["c1", "c2"] * 20]), tmp_path)
+    result = prediction_drift(
+        top, top.copy(), np.r_[0, np.arange(40, 0, -1)], np.array(["c0", *["c1", "c2"] * 20]), tmp_path
+    )
     assert result["overlap_at_k"] == 1.0 and not result["dataset_drift"] and Path(result["html"]).exists()
 
 

@@ -30,8 +30,15 @@ def register(paths: Paths, version: str) -> None:
     """Ingest the raw folder and register a version whose `sources` are that manifest (as the train
     stage copies it); no model is needed to judge data quality."""
     write_outputs(ingest(paths.raw, IngestParams(data_report=False), paths, now=NOW), paths)
-    Registry.of_project(paths).store.put({"version": version, "created_at": "2026-01-01T00:00:00+00:00", "content_hash": version,
-                               "sources": read_manifest(paths), "decision": None})
+    Registry.of_project(paths).store.put(
+        {
+            "version": version,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "content_hash": version,
+            "sources": read_manifest(paths),
+            "decision": None,
+        }
+    )
 
 
 @pytest.fixture
@@ -78,7 +85,9 @@ def test_a_bad_burst_blocks_the_candidate_trained_on_it_not_every_later_one(path
 def test_a_retrain_without_new_files_has_nothing_new_to_judge(paths):
     land(paths, "batch-000.csv", clean_rows("u1") + [f"u4,i1,c1,click,{T0}"] * 10)
     register(paths, "v0001-aaaaaa")
-    Registry.of_project(paths).store.put({**Registry.of_project(paths).get("v0001-aaaaaa"), "version": "v0002-bbbbbb", "content_hash": "b"})
+    Registry.of_project(paths).store.put(
+        {**Registry.of_project(paths).get("v0001-aaaaaa"), "version": "v0002-bbbbbb", "content_hash": "b"}
+    )
     quality, check = judged(paths, "v0002-bbbbbb")
     assert quality["files_judged"] == [] and quality["rows_read"] == 0 and check.passed
     assert "No raw file is new since v0001-aaaaaa" in check.sentence
@@ -87,8 +96,15 @@ def test_a_retrain_without_new_files_has_nothing_new_to_judge(paths):
 def test_without_recorded_sources_the_whole_ingest_is_judged(paths):
     paths.ingest_metrics.parent.mkdir(parents=True)
     paths.ingest_metrics.write_text('{"read": 1000, "kept": 800}')
-    Registry.of_project(paths).store.put({"version": "v0001-aaaaaa", "created_at": "2026-01-01T00:00:00+00:00",
-                               "content_hash": "a", "sources": None, "decision": None})
+    Registry.of_project(paths).store.put(
+        {
+            "version": "v0001-aaaaaa",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "content_hash": "a",
+            "sources": None,
+            "decision": None,
+        }
+    )
     quality, check = judged(paths, "v0001-aaaaaa")
     assert quality["quarantine_share"] == pytest.approx(0.2) and not check.passed
     assert "quarantined 20.00% of 1000 raw rows" in check.sentence

@@ -42,10 +42,22 @@ def gated(tmp_path_factory):
         env.setenv("BENTOML_HOME", str(paths.bentoml_home))
         registry = Registry.of_project(paths)
         n_old, n_all = int(old["item_id"].max()), int(events["item_id"].max())
-        champion = tiny_artifact(root / "a" / "champion", 1, n_old, counts=np.bincount(old["item_id"]), items=result.items,
-                                 reference=user_summary(features[features["event_timestamp"] < old["ts"].max() + pd.Timedelta(1)]))
-        candidate = tiny_artifact(root / "a" / "candidate", 2, n_all, counts=np.bincount(events["item_id"]), items=result.items,
-                                  reference=user_summary(features))
+        champion = tiny_artifact(
+            root / "a" / "champion",
+            1,
+            n_old,
+            counts=np.bincount(old["item_id"]),
+            items=result.items,
+            reference=user_summary(features[features["event_timestamp"] < old["ts"].max() + pd.Timedelta(1)]),
+        )
+        candidate = tiny_artifact(
+            root / "a" / "candidate",
+            2,
+            n_all,
+            counts=np.bincount(events["item_id"]),
+            items=result.items,
+            reference=user_summary(features),
+        )
         v1 = registry.register(champion, {})
         approve(registry, v1)
         registry.promote(v1)
@@ -59,8 +71,17 @@ def test_the_decision_explains_itself_and_keeps_its_reports(gated):
     assert decision["candidate"] == v2 and decision["champion"] == v1
     assert registry.get(v2)["decision"]["verdict"] == decision["verdict"]
     checks = {c["name"]: c for c in decision["checks"]}
-    assert set(checks) == {"eval_users", "missing_share", "quarantine_share", "vs_champion", "drift_share", "prediction_drift"}
-    assert not checks["drift_share"]["passed"] and not checks["drift_share"]["blocking"]  # drift 0.5: seen, not blocking
+    assert set(checks) == {
+        "eval_users",
+        "missing_share",
+        "quarantine_share",
+        "vs_champion",
+        "drift_share",
+        "prediction_drift",
+    }
+    assert (
+        not checks["drift_share"]["passed"] and not checks["drift_share"]["blocking"]
+    )  # drift 0.5: seen, not blocking
     assert decision["drift"]["dataset_drift"] and decision["drift"]["columns"]["new_item_share"]["drifted"]
     assert decision["comparison"]["n_users"] == checks["eval_users"]["value"] > 200
     ndcg = decision["comparison"]["metrics"]["ndcg@10"]

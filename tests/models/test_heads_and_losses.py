@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.training.artifact import Artifact, save_artifact
 from seqops.models.nets.baselines import PopularityModel
-from seqops.models.training.evaluate import classification_metrics
 from seqops.models.nets.sasrec import SASRecModel
+from seqops.models.training.artifact import Artifact, save_artifact
+from seqops.models.training.evaluate import classification_metrics
 from seqops.models.training.train import train_model
 
 TYPES = ["view", "cart", "purchase"]
@@ -23,21 +23,41 @@ def pattern(n_users: int = 24):
     return seqs, types, churn
 
 
-@pytest.mark.parametrize("loss, negatives", [("ce", "uniform"), ("bce", "uniform"), ("sampled", "uniform"),
-                                             ("sampled", "popularity"), ("sampled", "in_batch"),
-                                             pytest.param("gbce", "uniform", marks=pytest.mark.xfail(
-                                                 reason="gBCE over 8 negatives shared by the batch reaches HR@10 ~0.42 here in "
-                                                        "60 steps (plain BCE with one negative per position: >= 0.8); open",
-                                                 strict=False))])
+@pytest.mark.parametrize(
+    "loss, negatives",
+    [
+        ("ce", "uniform"),
+        ("bce", "uniform"),
+        ("sampled", "uniform"),
+        ("sampled", "popularity"),
+        ("sampled", "in_batch"),
+        pytest.param(
+            "gbce",
+            "uniform",
+            marks=pytest.mark.xfail(
+                reason="gBCE over 8 negatives shared by the batch reaches HR@10 ~0.42 here in "
+                "60 steps (plain BCE with one negative per position: >= 0.8); open",
+                strict=False,
+            ),
+        ),
+    ],
+)
 def test_every_loss_learns_the_walk(loss, negatives):
     seqs, _, _ = pattern()
     torch.manual_seed(0)
-    model = SASRecModel.from_params(40, 10, ModelParams(hidden_size=32, num_layers=1, dropout=0.0, loss=loss, n_negatives=8,
-                                                        negatives=negatives))
+    model = SASRecModel.from_params(
+        40, 10, ModelParams(hidden_size=32, num_layers=1, dropout=0.0, loss=loss, n_negatives=8, negatives=negatives)
+    )
     valid_inputs = [s[:-1] for s in seqs]
-    result = train_model(model, [s[:-1] for s in seqs], valid_inputs, np.array([s[-1] for s in seqs]),
-                         TrainParams(epochs=60, batch_size=24, lr=1e-2, patience=60, device="cpu"), EvaluateParams(),
-                         progress=False)
+    result = train_model(
+        model,
+        [s[:-1] for s in seqs],
+        valid_inputs,
+        np.array([s[-1] for s in seqs]),
+        TrainParams(epochs=60, batch_size=24, lr=1e-2, patience=60, device="cpu"),
+        EvaluateParams(),
+        progress=False,
+    )
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.best["val_hr@10"] >= 0.8, loss
 
@@ -45,12 +65,23 @@ def test_every_loss_learns_the_walk(loss, negatives):
 def test_heads_learn_next_action_and_churn_and_survive_a_round_trip(tmp_path):
     seqs, types, churn = pattern()
     torch.manual_seed(0)
-    params = ModelParams(hidden_size=32, num_layers=1, dropout=0.0, heads=["next_item", "next_action", "churn"], aux_weight=1.0)
+    params = ModelParams(
+        hidden_size=32, num_layers=1, dropout=0.0, heads=["next_item", "next_action", "churn"], aux_weight=1.0
+    )
     model = SASRecModel.from_params(40, 10, params, TYPES)
     assert model.heads == ("next_item", "next_action", "churn") and model.config.event_types == TYPES
-    train_model(model, seqs, [s[:-1] for s in seqs], np.array([s[-1] for s in seqs]),
-                TrainParams(epochs=60, batch_size=24, lr=1e-2, patience=60, device="cpu"), EvaluateParams(),
-                train_types=types, train_churn=churn, valid_types=[t[:-1] for t in types], progress=False)
+    train_model(
+        model,
+        seqs,
+        [s[:-1] for s in seqs],
+        np.array([s[-1] for s in seqs]),
+        TrainParams(epochs=60, batch_size=24, lr=1e-2, patience=60, device="cpu"),
+        EvaluateParams(),
+        train_types=types,
+        train_churn=churn,
+        valid_types=[t[:-1] for t in types],
+        progress=False,
+    )
     model.eval()
     input_ids = torch.from_numpy(np.stack([s[:-1] for s in seqs]))
     type_ids = torch.from_numpy(np.stack([t[:-1] for t in types]))
@@ -66,13 +97,20 @@ def test_heads_learn_next_action_and_churn_and_survive_a_round_trip(tmp_path):
     import pandas as pd
 
     pd.DataFrame({"item_id": np.arange(1, 41), "raw_id": [str(i) for i in range(1, 41)]}).to_parquet(vocab)
-    save_artifact(tmp_path / "artifact", model, PopularityModel(counts), {"heads": list(model.heads)}, vocab,
-                  pd.DataFrame({"user_id": [1]}))
+    save_artifact(
+        tmp_path / "artifact",
+        model,
+        PopularityModel(counts),
+        {"heads": list(model.heads)},
+        vocab,
+        pd.DataFrame({"user_id": [1]}),
+    )
     loaded = Artifact.load(tmp_path / "artifact")
     histories, hist_types = [s[:-1] for s in seqs], [t[:-1] for t in types]
     np.testing.assert_array_equal(loaded.head_scores("next_action", histories, hist_types), action.numpy())
-    np.testing.assert_array_equal(loaded.scores(histories, types=hist_types),
-                                  model.next_item_scores(input_ids, type_ids).numpy())
+    np.testing.assert_array_equal(
+        loaded.scores(histories, types=hist_types), model.next_item_scores(input_ids, type_ids).numpy()
+    )
 
 
 def test_a_model_without_heads_refuses_them():
@@ -80,4 +118,6 @@ def test_a_model_without_heads_refuses_them():
     with pytest.raises(AttributeError):
         model.churn_scores(torch.tensor([[1, 2]]), torch.tensor([[1, 1]]))
     with pytest.raises(ValueError):
-        SASRecModel.from_params(10, 5, ModelParams(hidden_size=8, num_layers=1, heads=["next_item", "churn"]))  # no event types
+        SASRecModel.from_params(
+            10, 5, ModelParams(hidden_size=8, num_layers=1, heads=["next_item", "churn"])
+        )  # no event types

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
-from seqops.models.training.data import pad_left
 from seqops.models.nets.lm import LMRecModel
 from seqops.models.nets.text import load_tokenizer, render_history
+from seqops.models.training.data import pad_left
 from seqops.models.training.train import score_fn_for, train_model
 from tests.conftest import assert_same_scores
 
@@ -26,11 +26,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_lm(text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXTS, seed: int = 0,
-            **params) -> LMRecModel:
+def tiny_lm(
+    text_model: str, n_items: int = N_ITEMS, heads=ALL_HEADS, texts=TEXTS, seed: int = 0, **params
+) -> LMRecModel:
     torch.manual_seed(seed)
     p = ModelParams(kind="lm", text_model=text_model, heads=heads, dropout=0.0, lm_events=4, **params)
-    return LMRecModel.from_params(n_items, MAX_LEN, p, TYPES, item_texts=texts).eval()  # as models/nets/zoo.py builds it
+    return LMRecModel.from_params(
+        n_items, MAX_LEN, p, TYPES, item_texts=texts
+    ).eval()  # as models/nets/zoo.py builds it
 
 
 def batch():
@@ -40,8 +43,11 @@ def batch():
 
 
 def all_scores(model, input_ids, type_ids):
-    return (model.next_item_scores(input_ids, type_ids), model.next_action_scores(input_ids, type_ids),
-            model.churn_scores(input_ids, type_ids))
+    return (
+        model.next_item_scores(input_ids, type_ids),
+        model.next_action_scores(input_ids, type_ids),
+        model.churn_scores(input_ids, type_ids),
+    )
 
 
 def test_overfits_a_deterministic_pattern(text_model):
@@ -120,8 +126,13 @@ def test_training_uses_one_labelled_position_per_row(text_model):
         assert at[0] in (2, 3) and labels[2, at[2]] != 0
     assert model.eval().target_positions(input_ids, labels, None, None).tolist() == [4, 4, 4]
     model.train()
-    out = model(input_ids, labels=labels, type_ids=(input_ids > 0).long(), action_labels=(labels > 0).long(),
-                churn_labels=torch.where(labels > 0, 1.0, -1.0))
+    out = model(
+        input_ids,
+        labels=labels,
+        type_ids=(input_ids > 0).long(),
+        action_labels=(labels > 0).long(),
+        churn_labels=torch.where(labels > 0, 1.0, -1.0),
+    )
     out.loss.backward()
     assert out.last_hidden_state.shape == (3, 1, model.config.hidden_size)
     assert torch.isfinite(out.loss) and out.aux_loss is not None
@@ -171,8 +182,15 @@ def test_all_padding_rows_are_finite(text_model):
 
 
 def test_untrained_model_ranks_by_text_similarity_with_the_bundled_minilm():
-    texts = ["", "red running shoes", "trail running sneakers", "chocolate cake", "vanilla cupcakes",
-             "wireless headphones", "bluetooth earbuds"]
+    texts = [
+        "",
+        "red running shoes",
+        "trail running sneakers",
+        "chocolate cake",
+        "vanilla cupcakes",
+        "wireless headphones",
+        "bluetooth earbuds",
+    ]
     model = LMRecModel.from_params(6, MAX_LEN, ModelParams(kind="lm"), item_texts=texts).eval()
     assert model.config.hidden_size == 384 and model.item_emb.weight.shape == (7, 384)
     scores = model.next_item_scores(torch.tensor([[1], [3], [5]]))

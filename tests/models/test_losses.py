@@ -16,15 +16,21 @@ from seqops.models.training.train import item_counts, train_model
 def test_logq_lowers_each_negative_by_the_log_of_its_expected_count():
     # positive logit 2; two negatives (ids 3, 4) with logit 0, each drawn with expected count 2/8
     # (uniform: k = 2 of n = 8), so each stands for 4 items: loss = -2 + ln(e^2 + 4 + 4) = ln(1 + 8 / e^2)
-    loss = logq_softmax_loss(torch.tensor([2.0]), torch.zeros(1, 2), torch.tensor([3, 4]), torch.tensor([1]),
-                             torch.full((2,), math.log(2 / 8)))
-    assert loss.item() == pytest.approx(math.log(1 + 8 / math.e ** 2), rel=1e-6)  # 0.7337; uncorrected: ln(1 + 2/e^2)
+    loss = logq_softmax_loss(
+        torch.tensor([2.0]),
+        torch.zeros(1, 2),
+        torch.tensor([3, 4]),
+        torch.tensor([1]),
+        torch.full((2,), math.log(2 / 8)),
+    )
+    assert loss.item() == pytest.approx(math.log(1 + 8 / math.e**2), rel=1e-6)  # 0.7337; uncorrected: ln(1 + 2/e^2)
 
 
 def test_a_negative_equal_to_the_rows_own_target_is_left_out():
     # row 0's target is item 3, which was also drawn: only item 4 (logit 0, expected count 1) remains
-    loss = logq_softmax_loss(torch.tensor([1.0, 1.0]), torch.zeros(2, 2), torch.tensor([3, 4]), torch.tensor([3, 5]),
-                             torch.zeros(2))
+    loss = logq_softmax_loss(
+        torch.tensor([1.0, 1.0]), torch.zeros(2, 2), torch.tensor([3, 4]), torch.tensor([3, 5]), torch.zeros(2)
+    )
     assert loss.tolist() == pytest.approx((math.log(1 + 1 / math.e) + math.log(1 + 2 / math.e)) / 2)
 
 
@@ -38,7 +44,9 @@ def test_popularity_negatives_carry_log_k_q():
 
 
 def test_the_model_sets_item_counts_plus_one_and_never_draws_padding():
-    model = SASRecModel.from_params(3, 5, ModelParams(hidden_size=8, num_layers=1, loss="sampled", negatives="popularity"))
+    model = SASRecModel.from_params(
+        3, 5, ModelParams(hidden_size=8, num_layers=1, loss="sampled", negatives="popularity")
+    )
     model.set_item_counts(torch.from_numpy(item_counts([np.array([1, 1, 3]), np.array([1])], 3)))
     assert model.item_counts.tolist() == [0.0, 4.0, 1.0, 2.0]
     assert "item_counts" not in model.state_dict()  # never saved with the model
@@ -83,10 +91,18 @@ def skewed_walk(n_users: int = 60, n_items: int = 60, length: int = 12) -> list[
 def train_on_walk(loss: str, negatives: str = "uniform") -> np.ndarray:
     seqs = skewed_walk()
     torch.manual_seed(0)
-    model = SASRecModel.from_params(60, 12, ModelParams(hidden_size=32, num_layers=1, dropout=0.0, loss=loss,
-                                                        negatives=negatives, n_negatives=6))
-    train_model(model, [s[:-1] for s in seqs], [s[:-1] for s in seqs], np.array([s[-1] for s in seqs]),
-                TrainParams(epochs=40, batch_size=30, lr=1e-2, patience=40, device="cpu"), EvaluateParams(), progress=False)
+    model = SASRecModel.from_params(
+        60, 12, ModelParams(hidden_size=32, num_layers=1, dropout=0.0, loss=loss, negatives=negatives, n_negatives=6)
+    )
+    train_model(
+        model,
+        [s[:-1] for s in seqs],
+        [s[:-1] for s in seqs],
+        np.array([s[-1] for s in seqs]),
+        TrainParams(epochs=40, batch_size=30, lr=1e-2, patience=40, device="cpu"),
+        EvaluateParams(),
+        progress=False,
+    )
     histories = torch.from_numpy(np.stack([s[:-1] for s in seqs]))
     return model.next_item_scores(histories).argmax(-1).numpy()
 
@@ -111,5 +127,7 @@ def test_sampled_loss_estimates_the_full_softmax_loss(negatives):
     targets = torch.randint(1, n_items + 1, (64,))
     full = sampled_item_loss(hidden, targets, table, "ce", 0).item()
     counts = torch.rand(n_items + 1) * 10
-    sampled = np.mean([sampled_item_loss(hidden, targets, table, "sampled", 1000, negatives, counts).item() for _ in range(20)])
+    sampled = np.mean(
+        [sampled_item_loss(hidden, targets, table, "sampled", 1000, negatives, counts).item() for _ in range(20)]
+    )
     assert sampled == pytest.approx(full, rel=0.03)

@@ -3,8 +3,8 @@ import torch
 
 from seqops.config import EvaluateParams, ModelParams, TrainParams
 from seqops.models.nets.markov import MarkovConfig, MarkovModel, PopularityRecModel
-from seqops.models.training.train import train_model
 from seqops.models.nets.zoo import build_model
+from seqops.models.training.train import train_model
 
 SEQS = [np.array([1, 2, 3]), np.array([1, 2, 4]), np.array([2, 3, 5])]
 
@@ -22,7 +22,11 @@ def test_unseen_last_item_falls_back_to_popularity():
     model = MarkovModel(MarkovConfig(n_items=5, max_len=4)).fit(SEQS)
     popularity = PopularityRecModel.from_params(5, 4, ModelParams()).fit(SEQS)
     unseen = model.next_item_scores(torch.tensor([[5]]))
-    assert unseen[0, 1:].argmax().item() + 1 == popularity.next_item_scores(torch.tensor([[5]]))[0, 1:].argmax().item() + 1 == 2
+    assert (
+        unseen[0, 1:].argmax().item() + 1
+        == popularity.next_item_scores(torch.tensor([[5]]))[0, 1:].argmax().item() + 1
+        == 2
+    )
 
 
 def test_round_trip_and_growth(tmp_path):
@@ -38,6 +42,13 @@ def test_round_trip_and_growth(tmp_path):
 
 def test_the_trainer_fits_count_models_once():
     model = build_model(ModelParams(kind="markov"), 5, 4)
-    result = train_model(model, SEQS, [np.array([1]), np.array([2])], np.array([2, 3]), TrainParams(device="cpu"),
-                         EvaluateParams(), progress=False)
+    result = train_model(
+        model,
+        SEQS,
+        [np.array([1]), np.array([2])],
+        np.array([2, 3]),
+        TrainParams(device="cpu"),
+        EvaluateParams(),
+        progress=False,
+    )
     assert len(result.history) == 1 and result.best["val_hr@10"] == 1.0

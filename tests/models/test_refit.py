@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from seqops.config import Params, Paths
 from seqops.features import store
+from seqops.models.release.gate import compared_version
 from seqops.models.release.registry_schema import RegistryError
 from seqops.models.training.refit import refit_entities, refit_rows
 from seqops.models.training.splits import build_splits
-
-from seqops.config import Params, Paths
 from tests.features.conftest import build_features, events_at
 from tests.models.registry_helpers import approve, fake_artifact
 
@@ -72,6 +73,8 @@ def test_the_refit_adopts_the_candidates_decision_and_the_candidate_keeps_it(loc
     other = local.register(fake_artifact(tmp_path, "other"), {"actor": "test"})
     with pytest.raises(RegistryError, match="not a refit"):
         local.adopt_decision(other, candidate)
+    # the next gate compares a new candidate with the refit's candidate, trained as it is (without held-out events)
+    assert compared_version(local, refit) == candidate and compared_version(local, other) == other
 
 
 def test_a_version_that_is_not_a_version_name_is_refused_as_refit_of(local, tmp_path):

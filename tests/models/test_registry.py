@@ -28,7 +28,11 @@ def test_a_rejected_candidate_never_becomes_champion(registry, tmp_path):
     with pytest.raises(RegistryError, match="not approved.*not gated"):
         registry.promote(v1)
     approve(registry, v1, "reject")
-    for attempt in (lambda: registry.promote(v1), lambda: registry.promote(), lambda: registry.promote(v1, force=False, reason="pls")):
+    for attempt in (
+        lambda: registry.promote(v1),
+        lambda: registry.promote(),
+        lambda: registry.promote(v1, force=False, reason="pls"),
+    ):
         with pytest.raises(RegistryError, match="not approved"):
             attempt()
     assert registry.champion() is None
@@ -43,7 +47,12 @@ def test_forced_promote_needs_and_records_who_and_why(registry, tmp_path):
     registry.promote(v1, force=True, reason="hotfix for launch", actor="alice")
     assert registry.champion() == v1
     entry = registry.history()[-1]
-    assert (entry["action"], entry["actor"], entry["reason"], entry["verdict"]) == ("promote-forced", "alice", "hotfix for launch", "reject")
+    assert (entry["action"], entry["actor"], entry["reason"], entry["verdict"]) == (
+        "promote-forced",
+        "alice",
+        "hotfix for launch",
+        "reject",
+    )
     assert registry.pointer()["event"] == entry
 
 
@@ -58,7 +67,13 @@ def test_rollback_walks_back_the_champion_stack(registry, tmp_path):
     with pytest.raises(RegistryError, match="nothing to roll back"):
         registry.rollback()
     actions = [(e["action"], e["version"], e.get("previous")) for e in registry.history() if e["action"] != "register"]
-    assert actions == [("promote", v1, None), ("promote", v2, v1), ("promote", v3, v2), ("rollback", v2, v3), ("rollback", v1, v2)]
+    assert actions == [
+        ("promote", v1, None),
+        ("promote", v2, v1),
+        ("promote", v3, v2),
+        ("rollback", v2, v3),
+        ("rollback", v1, v2),
+    ]
     assert [e["seq"] for e in registry.history()] == list(range(1, 9))
 
 
@@ -95,6 +110,7 @@ def test_unknown_versions_are_named(registry):
 
 # -- local store specifics ------------------------------------------------------------------
 
+
 def test_a_torn_audit_line_is_skipped_and_the_next_entry_starts_clean(local, tmp_path):
     v1 = local.register(fake_artifact(tmp_path, "a"), {})
     with open(local.root / "audit.jsonl", "a") as fh:
@@ -119,20 +135,28 @@ def test_an_unreachable_postgres_registry_says_where(tmp_path, monkeypatch):
 
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
     settings = RegistryParams(backend="postgres", postgres_dsn="postgresql://postgres@127.0.0.1:1/none")
-    with pytest.raises(RegistryError, match="cannot reach the PostgreSQL registry at postgresql://postgres@127.0.0.1:1/none"):
+    with pytest.raises(
+        RegistryError, match="cannot reach the PostgreSQL registry at postgresql://postgres@127.0.0.1:1/none"
+    ):
         Registry(Paths(tmp_path), settings)
 
 
 def test_cli_lists_shows_promotes_with_force_and_prints_history(local, tmp_path):
-    v1 = local.register(fake_artifact(tmp_path, "a"), {"data_version": "abc123", "params_hash": "p1",
-                                                        "eval_metrics": {"model": {"ndcg@10": 0.25}}})
+    v1 = local.register(
+        fake_artifact(tmp_path, "a"),
+        {"data_version": "abc123", "params_hash": "p1", "eval_metrics": {"model": {"ndcg@10": 0.25}}},
+    )
     approve(local, v1, "reject")
     (tmp_path / "params.yaml").write_text("{}\n")  # all defaults: the local backend
     seqops = [sys.executable, "-m", "seqops"]
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*seqops, *args, "--project", str(tmp_path)], capture_output=True, text=True,
-                              env={**os.environ, "COLUMNS": "200", "SEQOPS_ACTOR": "bob"})
+        return subprocess.run(
+            [*seqops, *args, "--project", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200", "SEQOPS_ACTOR": "bob"},
+        )
 
     refused = run("promote")
     assert refused.returncode == 1 and "not approved" in refused.stderr

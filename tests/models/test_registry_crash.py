@@ -11,7 +11,15 @@ import pytest
 
 from seqops.config import Paths
 from seqops.serving.champion import Champion
-from tests.models.registry_helpers import approve, child, drop, fake_artifact, open_registry, settings_for, tiny_artifact
+from tests.models.registry_helpers import (
+    approve,
+    child,
+    drop,
+    fake_artifact,
+    open_registry,
+    settings_for,
+    tiny_artifact,
+)
 
 BACKENDS = ["local", "postgres"]
 # step → champion afterwards on the local store (PostgreSQL commits pointer + audit at the end, so
@@ -47,7 +55,9 @@ def test_a_promote_killed_at_any_step_leaves_old_or_new_never_broken(tmp_path, m
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
     registry, settings, v1, v2 = two_versions(tmp_path, backend)
     try:
-        proc = child(tmp_path, settings, [{"op": "promote", "args": [v2], "kwargs": {"actor": "doomed"}}], crash_at=step)
+        proc = child(
+            tmp_path, settings, [{"op": "promote", "args": [v2], "kwargs": {"actor": "doomed"}}], crash_at=step
+        )
         proc.communicate(timeout=120)
         assert proc.returncode == -signal.SIGKILL
 
@@ -56,7 +66,9 @@ def test_a_promote_killed_at_any_step_leaves_old_or_new_never_broken(tmp_path, m
         assert after.champion() == expected
         if backend == "local":
             json.loads((after.root / "champion.json").read_text())  # never half-written
-            assert list(after.root.glob(".*.tmp")) == ([] if step != "before-rename" else list(after.root.glob(".champion.json.*.tmp")))
+            assert list(after.root.glob(".*.tmp")) == (
+                [] if step != "before-rename" else list(after.root.glob(".champion.json.*.tmp"))
+            )
         check_consistent(after, expected)
         assert any(e["actor"] == "doomed" for e in after.history()) == (expected == v2)
         served = Champion.load(after, after.champion(), quantized=False)  # what the service loads next
@@ -87,8 +99,10 @@ def test_concurrent_promotes_serialise_without_lost_updates(tmp_path, monkeypatc
             approve(registry, v)
         go = tmp_path / "go"
         # four processes, each moving the champion through all versions in its own order, at once
-        plans = [[{"op": "promote", "args": [versions[(i + j) % 4]], "kwargs": {"actor": f"p{i}"}} for j in range(8)]
-                 for i in range(4)]
+        plans = [
+            [{"op": "promote", "args": [versions[(i + j) % 4]], "kwargs": {"actor": f"p{i}"}} for j in range(8)]
+            for i in range(4)
+        ]
         procs = [child(tmp_path, settings, plan, go=go) for plan in plans]
         deadline = time.monotonic() + 120
         while len(list(tmp_path.glob("go.ready.*"))) < len(procs) and time.monotonic() < deadline:

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from seqops.config import Paths, RegistryParams
-from seqops.models.release.registry import DamagedRegistryError, MissingModelError, Registry, RegistryError, content_hash
+from seqops.models.release.registry import (
+    DamagedRegistryError,
+    MissingModelError,
+    Registry,
+    RegistryError,
+    content_hash,
+)
 from tests.models.registry_helpers import approve, fake_artifact
 
 V1 = "v0001-abcdef"
@@ -85,7 +91,11 @@ def test_damaged_local_files_name_the_file(local, tmp_path, name, content, probl
     local.promote(v1)
     path = local.root / name.format(v1=v1)
     path.write_bytes(content)
-    readers = (local.champion, local.history, local.rollback) if name == "champion.json" else (local.versions, lambda: local.get(v1))
+    readers = (
+        (local.champion, local.history, local.rollback)
+        if name == "champion.json"
+        else (local.versions, lambda: local.get(v1))
+    )
     for read in readers:
         with pytest.raises(DamagedRegistryError) as caught:
             read()
@@ -97,12 +107,16 @@ DAMAGED_AUDIT_LINES = [
     (b'{"seq": 2, "actor": "x"}', "line 2: time: Field required"),  # was: KeyError in `seqops history`
     (b"[1, 2]", "line 2: not a JSON object"),  # was: AttributeError
     (b"hello", "line 2: not a JSON audit entry"),
-    (b'{"seq": 2, "time": "t", "actor": "x", "action": "promote", "version": "v0001-abcdef", "reason": "caf\xe9"}',
-     "line 2: not UTF-8 text"),  # was: UnicodeDecodeError
+    (
+        b'{"seq": 2, "time": "t", "actor": "x", "action": "promote", "version": "v0001-abcdef", "reason": "caf\xe9"}',
+        "line 2: not UTF-8 text",
+    ),  # was: UnicodeDecodeError
 ]
 
 
-@pytest.mark.parametrize("line, problem", DAMAGED_AUDIT_LINES, ids=[p.split(": ", 1)[1] for _, p in DAMAGED_AUDIT_LINES])
+@pytest.mark.parametrize(
+    "line, problem", DAMAGED_AUDIT_LINES, ids=[p.split(": ", 1)[1] for _, p in DAMAGED_AUDIT_LINES]
+)
 def test_a_damaged_audit_line_is_named_but_a_torn_one_is_skipped(local, tmp_path, line, problem):
     v1 = registered(local, tmp_path)
     audit = local.root / "audit.jsonl"
@@ -122,11 +136,18 @@ BAD_VERSIONS = ["../../../x", "../..", f"{V1}/../../../../x", "", "v1", "v0001-A
 
 @pytest.mark.parametrize("bad", BAD_VERSIONS)
 def test_version_arguments_must_be_version_names(registry, tmp_path, bad):
-    (tmp_path / "x.json").write_text(json.dumps({"version": "../../../x", "content_hash": "h", "created_at": "t",
-                                                 "data_version": "outside the registry"}))
+    (tmp_path / "x.json").write_text(
+        json.dumps(
+            {"version": "../../../x", "content_hash": "h", "created_at": "t", "data_version": "outside the registry"}
+        )
+    )
     registered(registry, tmp_path)
-    calls = [lambda: registry.get(bad), lambda: registry.model_dir(bad), lambda: registry.promote(bad, force=True, reason="r"),
-             lambda: registry.record_decision(bad, {"verdict": "promote"})]
+    calls = [
+        lambda: registry.get(bad),
+        lambda: registry.model_dir(bad),
+        lambda: registry.promote(bad, force=True, reason="r"),
+        lambda: registry.record_decision(bad, {"verdict": "promote"}),
+    ]
     for call in calls:
         with pytest.raises(RegistryError, match="not a version name") as caught:
             call()
@@ -143,6 +164,7 @@ def test_an_unknown_but_well_formed_version_is_unknown(registry):
 
 # -- file modes ----------------------------------------------------------------------------------------
 
+
 def test_registry_files_get_explicit_modes_whatever_the_umask(tmp_path, monkeypatch):
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
     previous = os.umask(0)  # the process umask would give 0666 files and 0777 folders
@@ -153,19 +175,31 @@ def test_registry_files_get_explicit_modes_whatever_the_umask(tmp_path, monkeypa
     finally:
         os.umask(previous)
     root = registry.root
-    modes = {path.relative_to(root).as_posix(): stat.S_IMODE(path.stat().st_mode)
-             for path in [root, root / "versions", *root.rglob("*")]}
-    assert modes == {".": 0o755, "versions": 0o755, f"versions/{v1}.json": 0o644, "champion.json": 0o644,
-                     "audit.jsonl": 0o644, ".lock": 0o644}
+    modes = {
+        path.relative_to(root).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in [root, root / "versions", *root.rglob("*")]
+    }
+    assert modes == {
+        ".": 0o755,
+        "versions": 0o755,
+        f"versions/{v1}.json": 0o644,
+        "champion.json": 0o644,
+        "audit.jsonl": 0o644,
+        ".lock": 0o644,
+    }
 
 
 # -- PostgreSQL credentials ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dsn", [
-    "postgresql://postgres:s3cret-pw@127.0.0.1:1/none",
-    "host=127.0.0.1 port=1 user=postgres password=s3cret-pw dbname=none",
-    "postgresql://postgres@127.0.0.1:1/none?password=s3cret-pw",
-])
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://postgres:s3cret-pw@127.0.0.1:1/none",
+        "host=127.0.0.1 port=1 user=postgres password=s3cret-pw dbname=none",
+        "postgresql://postgres@127.0.0.1:1/none?password=s3cret-pw",
+    ],
+)
 def test_a_dsn_password_never_appears_in_the_message(tmp_path, monkeypatch, dsn):
     monkeypatch.setenv("BENTOML_HOME", str(Paths(tmp_path).bentoml_home))
     with pytest.raises(RegistryError, match="cannot reach the PostgreSQL registry") as caught:

@@ -1,12 +1,11 @@
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from seqops.config import ModelParams
-from seqops.models.training.data import pad_left
 from seqops.models.nets.rnn import GRU4RecConfig, GRU4RecModel, LSTMRecConfig, LSTMRecModel, RNNRecModel
+from seqops.models.training.data import pad_left
 
 N_ITEMS, MAX_LEN = 30, 8
 MODELS = pytest.mark.parametrize("cls", [GRU4RecModel, LSTMRecModel], ids=["gru", "lstm"])

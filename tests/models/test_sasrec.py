@@ -36,5 +36,3 @@ def test_bf16_autocast_on_cpu_trains_and_validates_in_fp32(tmp_path):
 def test_from_params_uses_model_params():
     model = SASRecModel.from_params(N_ITEMS, MAX_LEN, ModelParams(hidden_size=8, num_layers=1, num_heads=2))
     assert (model.config.hidden_size, model.config.num_layers, len(model.encoder.blocks)) == (8, 1, 1)
-
-

@@ -10,7 +10,9 @@ def events_frame(users, items, ts, types=None) -> pd.DataFrame:
 
 def test_last_two_events_become_test_and_validation_targets_just_before_they_happen():
     ts = pd.date_range("2026-01-01", periods=6, freq="h", tz="UTC")
-    events = events_frame([1, 1, 1, 1, 2, 2], [10, 11, 12, 13, 20, 21], ts, ["view", "view", "cart", "purchase", "view", "view"])
+    events = events_frame(
+        [1, 1, 1, 1, 2, 2], [10, 11, 12, 13, 20, 21], ts, ["view", "view", "cart", "purchase", "view", "view"]
+    )
     entities = target_entities(events)
     assert entities["user_id"].tolist() == [1, 1]  # user 2 has < 3 events
     assert dict(zip(entities["role"], entities["target"])) == {"valid": 12, "test": 13}

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from seqops.models.nets.sasrec import SASRecConfig, SASRecModel
-from seqops.models.nets.text import (embed_texts, init_item_embeddings, item_texts, load_tokenizer, render_history,
-                                resolve_text_model, tokenize_fixed)
+from seqops.models.nets.text import (
+    embed_texts,
+    init_item_embeddings,
+    item_texts,
+    load_tokenizer,
+    render_history,
+    resolve_text_model,
+    tokenize_fixed,
+)
 
 
 def test_resolve_text_model(tmp_path):
@@ -22,16 +29,23 @@ def test_resolve_text_model(tmp_path):
 
 
 def test_item_texts_use_what_exists():
-    items = pd.DataFrame({
-        "item_id": [1, 2, 3, 4],
-        "raw_id": ["a1", "b2", "c3", "d4"],
-        "title": ["Toy Story (1995)", None, "", "Heat"],
-        "category": ["animation", "shoes", None, "unknown"],
-        "genres": ["animation|comedy", None, None, np.nan],
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4],
+            "raw_id": ["a1", "b2", "c3", "d4"],
+            "title": ["Toy Story (1995)", None, "", "Heat"],
+            "category": ["animation", "shoes", None, "unknown"],
+            "genres": ["animation|comedy", None, None, np.nan],
+        }
+    )
     texts = item_texts(items)
-    assert texts == ["", "Toy Story (1995). category: animation. genres: animation|comedy",
-                     "item b2. category: shoes", "item c3", "Heat"]
+    assert texts == [
+        "",
+        "Toy Story (1995). category: animation. genres: animation|comedy",
+        "item b2. category: shoes",
+        "item c3",
+        "Heat",
+    ]
     bare = item_texts(pd.DataFrame({"item_id": [2, 1], "raw_id": ["x", "y"]}))
     assert bare == ["", "item y", "item x"]
 

@@ -33,6 +33,13 @@ class HeadsModel(SASRecModel):
 
 
 def make(n_items: int, max_len: int) -> HeadsModel:
-    config = HeadsConfig(n_items=n_items, max_len=max_len, hidden_size=16, num_layers=1, num_heads=2,
-                         event_types=EVENT_TYPES, heads=["next_item", "next_action", "churn"])
+    config = HeadsConfig(
+        n_items=n_items,
+        max_len=max_len,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        event_types=EVENT_TYPES,
+        heads=["next_item", "next_action", "churn"],
+    )
     return HeadsModel(config)

@@ -12,7 +12,6 @@ from seqops.config import Paths
 from seqops.features.ingest import RAW_COLUMNS
 from seqops.serving.batcher import MicroBatcher
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
-
 from tests.serving.conftest import ingested_rows
 
 ROW = {"user_id": "u1", "item_id": "i1", "category": "c1", "event_type": "view", "timestamp": "1767225600.000"}
@@ -145,8 +144,12 @@ def test_awkward_ids_round_trip_through_ingest(tmp_path):
     """Commas, quotes and non-ASCII text are quoted in the landing CSV and read back as sent by the real ingest."""
     awkward = ["a,b", 'say "hi"', "ünï cödé", "semi;colon", "'quoted'"]
     landing = EventLanding(tmp_path / "landing", rotate_s=3600)
-    landing.append([{**ROW, "user_id": user, "item_id": f"item-{i % 2}", "timestamp": f"{1767225600 + i}.000"}
-                    for i, user in enumerate(awkward * 3)])
+    landing.append(
+        [
+            {**ROW, "user_id": user, "item_id": f"item-{i % 2}", "timestamp": f"{1767225600 + i}.000"}
+            for i, user in enumerate(awkward * 3)
+        ]
+    )
     landing.rotate(force=True)
     rows = ingested_rows(tmp_path / "landing", Paths(tmp_path))
     assert sorted(rows["user_id"]) == sorted(awkward * 3)

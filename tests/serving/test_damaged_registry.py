@@ -18,7 +18,6 @@ from seqops.serving import engine as engine_module
 from seqops.serving.engine import Engine, RequestError
 from seqops.serving.launch import Service
 from seqops.serving.schemas import HistoryRequest, RecommendRequest
-
 from tests.serving.conftest import mini_project, raw_user
 
 GARBAGE = b'{"champion": "v0001-'
@@ -47,10 +46,12 @@ def ask(engine: Engine):
     return engine.recommend([RecommendRequest(user_id=raw_user(1), k=3)])[0]
 
 
-@pytest.mark.parametrize("damage, named", [(lambda p: GARBAGE, "champion.json"), (dangling, DANGLING)],
-                         ids=["damaged", "dangling"])
-def test_started_on_a_bad_pointer_the_engine_is_not_ready_and_says_why_once(served_project, params, pointer, caplog,
-                                                                            damage, named):
+@pytest.mark.parametrize(
+    "damage, named", [(lambda p: GARBAGE, "champion.json"), (dangling, DANGLING)], ids=["damaged", "dangling"]
+)
+def test_started_on_a_bad_pointer_the_engine_is_not_ready_and_says_why_once(
+    served_project, params, pointer, caplog, damage, named
+):
     good = pointer.read_bytes()
     pointer.write_bytes(damage(pointer))
     with caplog.at_level(logging.INFO, logger="seqops.serving"):
@@ -112,7 +113,9 @@ def test_bentoml_serve_on_a_damaged_pointer_answers_503_with_the_reason(tmp_path
 
         pointer.write_bytes(good)  # repaired: ready without a restart
         service.wait_ready(timeout_s=60)
-        assert httpx.post(f"{service.url}/recommend", json={"user_id": raw_user(1), "k": 3}, timeout=30).status_code == 200
+        assert (
+            httpx.post(f"{service.url}/recommend", json={"user_id": raw_user(1), "k": 3}, timeout=30).status_code == 200
+        )
     finally:
         service.stop()
 

@@ -10,13 +10,12 @@ import pytest
 
 from seqops.config import Paths
 from seqops.features import store as feature_store
+from seqops.features.sequences import next_row
 from seqops.models.release.registry import Registry
 from seqops.serving import engine as engine_module
 from seqops.serving.champion import Champion, quantize
-from seqops.features.sequences import next_row
 from seqops.serving.engine import Engine, RequestError, provisional_key
 from seqops.serving.schemas import Event, HistoryRequest, RecommendRequest
-
 from tests.serving import heads_model
 from tests.serving.conftest import MAX_LEN, N_ITEMS, raw_item, raw_user, register_model
 
@@ -33,11 +32,13 @@ def online(engine, user_key):
 def test_recommend_by_user_by_items_and_unknown_user(engine, served_project):
     row = online(engine, 1)
     seen = {raw_item(i) for i in row["last_items"]}
-    by_user, by_items, unknown = engine.recommend([
-        RecommendRequest(user_id=raw_user(1), k=5),
-        RecommendRequest(items=[raw_item(1), raw_item(2)], k=4, category="c1"),
-        RecommendRequest(user_id="nobody", k=3),
-    ])
+    by_user, by_items, unknown = engine.recommend(
+        [
+            RecommendRequest(user_id=raw_user(1), k=5),
+            RecommendRequest(items=[raw_item(1), raw_item(2)], k=4, category="c1"),
+            RecommendRequest(user_id="nobody", k=3),
+        ]
+    )
     champion = Registry.of_project(Paths(served_project)).champion()
     assert by_user["model_version"] == champion and not by_user["fallback"]
     assert len(by_user["items"]) == 5 and not seen & set(by_user["items"])
@@ -57,10 +58,12 @@ def test_a_batch_answers_like_single_requests(engine):
 
 
 def test_unknown_item_and_category_are_named(engine):
-    bad_item, bad_category = engine.recommend([
-        RecommendRequest(items=[raw_item(1), "nope"], k=3),
-        RecommendRequest(user_id=raw_user(1), k=3, category="no-such-category"),
-    ])
+    bad_item, bad_category = engine.recommend(
+        [
+            RecommendRequest(items=[raw_item(1), "nope"], k=3),
+            RecommendRequest(user_id=raw_user(1), k=3, category="no-such-category"),
+        ]
+    )
     assert isinstance(bad_item, RequestError) and bad_item.status == 400 and bad_item.loc == ("items", 1)
     assert "items[1]" in bad_item.message
     assert isinstance(bad_category, RequestError) and bad_category.loc == ("category",)
@@ -92,17 +95,20 @@ def test_events_extend_the_online_row_and_create_new_users(engine, params):
     events = [Event(user_id=user, item_id=raw_item(i), event_type="cart", timestamp=now + i) for i in (7, 8)]
     events.append(Event(user_id="brand-new", item_id=raw_item(9), event_type="view"))
     summary = engine.push_events(events)
-    assert summary == [{"user_id": user, "n_events": before["n_events"] + 2, "new_user": False},
-                       {"user_id": "brand-new", "n_events": 1, "new_user": True}]
+    assert summary == [
+        {"user_id": user, "n_events": before["n_events"] + 2, "new_user": False},
+        {"user_id": "brand-new", "n_events": 1, "new_user": True},
+    ]
     after = online(engine, 2)
-    assert after["last_items"] == (before["last_items"] + [7, 8])[-params.features.max_len:]
+    assert after["last_items"] == (before["last_items"] + [7, 8])[-params.features.max_len :]
     assert after["last_types"][-2:] == ["cart", "cart"] and after["last_ts"] == int(now + 8)
     assert after["n_sessions"] == before["n_sessions"] + 1  # days after the last event: a new session
     fresh = online(engine, provisional_key("brand-new"))
     assert fresh["last_items"] == [9] and fresh["n_events"] == 1 and fresh["n_sessions"] == 1
 
-    answer, new_user = engine.recommend([RecommendRequest(user_id=user, k=N_ITEMS, exclude_seen=True),
-                                         RecommendRequest(user_id="brand-new", k=3)])
+    answer, new_user = engine.recommend(
+        [RecommendRequest(user_id=user, k=N_ITEMS, exclude_seen=True), RecommendRequest(user_id="brand-new", k=3)]
+    )
     assert not {raw_item(7), raw_item(8)} & set(answer["items"])
     assert not new_user["fallback"] and raw_item(9) not in new_user["items"]
 
@@ -110,8 +116,12 @@ def test_events_extend_the_online_row_and_create_new_users(engine, params):
 def test_unknown_item_in_events_is_refused_before_anything_is_written(engine):
     before = online(engine, 3)
     with pytest.raises(RequestError) as caught:
-        engine.push_events([Event(user_id=raw_user(3), item_id=raw_item(1), event_type="view"),
-                            Event(user_id=raw_user(3), item_id="ghost", event_type="view")])
+        engine.push_events(
+            [
+                Event(user_id=raw_user(3), item_id=raw_item(1), event_type="view"),
+                Event(user_id=raw_user(3), item_id="ghost", event_type="view"),
+            ]
+        )
     assert caught.value.loc == ("events", 1, "item_id") and caught.value.status == 400
     assert online(engine, 3)["last_items"] == before["last_items"]
 
@@ -163,7 +173,9 @@ def test_an_item_newer_than_the_champion_scores_as_if_absent_on_every_head(serve
     champion = Champion.load(Registry.of_project(paths), version, quantized=False)
     newer = [np.array([1, 2, N_ITEMS + 3, 4])], [["view", "cart", "purchase", "view"]]
     absent = [np.array([1, 2, 4])], [["view", "cart", "view"]]
-    np.testing.assert_allclose(champion.next_item_scores(*newer), champion.next_item_scores(*absent), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        champion.next_item_scores(*newer), champion.next_item_scores(*absent), rtol=1e-5, atol=1e-6
+    )
     for head in ("next_action", "churn"):
         np.testing.assert_allclose(champion.head(head, *newer), champion.head(head, *absent), rtol=1e-5, atol=1e-6)
 
@@ -171,8 +183,9 @@ def test_an_item_newer_than_the_champion_scores_as_if_absent_on_every_head(serve
 def test_quantised_model_scores_close_to_fp32(engine):
     champion = engine.current()
     fp32 = champion.next_item_scores([np.array([1, 2, 3]), np.array([4])])
-    champion_q = dataclasses.replace(champion, artifact=dataclasses.replace(champion.artifact, model=quantize(champion.model)),
-                                     quantized=True)
+    champion_q = dataclasses.replace(
+        champion, artifact=dataclasses.replace(champion.artifact, model=quantize(champion.model)), quantized=True
+    )
     int8 = champion_q.next_item_scores([np.array([1, 2, 3]), np.array([4])])
     assert int8.shape == fp32.shape
     np.testing.assert_allclose(int8[:, 1:], fp32[:, 1:], atol=0.2)
@@ -183,7 +196,14 @@ def test_next_row_counts_sessions_gaps_and_truncates():
     assert row["last_items"] == [6, 7] and row["last_types"] == ["cart", "view"]
     assert row["n_events"] == 3 and row["n_sessions"] == 2 and row["secs_since_prev"] == 4840.0
     assert row["last_ts"] == 5000 and row["event_timestamp"].timestamp() == 5000.0
-    current = {"last_items": [1], "last_types": ["view"], "n_events": 9, "n_sessions": 4, "last_ts": 4990, "secs_since_prev": 3.0}
+    current = {
+        "last_items": [1],
+        "last_types": ["view"],
+        "n_events": 9,
+        "n_sessions": 4,
+        "last_ts": 4990,
+        "secs_since_prev": 3.0,
+    }
     again = next_row(current, [(2, "purchase", 5000.5)], max_len=5, session_gap_s=1800)
     assert again["last_items"] == [1, 2] and again["n_events"] == 10 and again["n_sessions"] == 4
     assert again["secs_since_prev"] == 10.5

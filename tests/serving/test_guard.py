@@ -17,7 +17,6 @@ import pytest
 from seqops.config import Paths, ServingParams
 from seqops.serving.guard import Guard, RateLimiter, load_token
 from seqops.serving.launch import Service
-
 from tests.serving.conftest import mini_project, raw_item, raw_user
 
 TOKEN = "s3cret-guard-token-5f1e0c"
@@ -56,7 +55,11 @@ class TestServedGuard:
         refill()
         assert httpx.post(f"{url}/events", json=events_body(), timeout=30).status_code == 401
         wrong = httpx.post(f"{url}/events", json=events_body(), headers=authorised("nope"), timeout=30)
-        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer" and "bearer token" in wrong.json()["error"]
+        assert (
+            wrong.status_code == 401
+            and wrong.headers["www-authenticate"] == "Bearer"
+            and "bearer token" in wrong.json()["error"]
+        )
         assert httpx.post(f"{url}/events", json=events_body(), headers=authorised(), timeout=30).status_code == 200
         assert httpx.post(f"{url}/recommend", json={"user_id": raw_user(1)}, timeout=30).status_code == 200
         assert httpx.get(f"{url}/metadata", timeout=30).status_code == 200
@@ -69,11 +72,15 @@ class TestServedGuard:
 
         def chunks():  # no Content-Length: the guard counts what streams in
             for start in range(0, len(big), 65536):
-                yield big[start:start + 65536]
+                yield big[start : start + 65536]
 
         try:
-            streamed = httpx.post(f"{url}/events", content=chunks(), headers={**authorised(), "content-type": "application/json"},
-                                  timeout=30)
+            streamed = httpx.post(
+                f"{url}/events",
+                content=chunks(),
+                headers={**authorised(), "content-type": "application/json"},
+                timeout=30,
+            )
             assert streamed.status_code == 413
         except httpx.HTTPError:  # the server may close while the client is still sending: refused either way
             pass
@@ -86,7 +93,9 @@ class TestServedGuard:
         codes = [r.status_code for r in statuses]
         assert codes[:BURST].count(200) == BURST and 429 in codes, codes
         refused = next(r for r in statuses if r.status_code == 429)
-        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error"] == "too many requests from this client"
+        assert (
+            int(refused.headers["retry-after"]) >= 1 and refused.json()["error"] == "too many requests from this client"
+        )
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200  # the probes are never rate-limited
         refill()
         assert httpx.post(f"{url}/recommend", json={"user_id": raw_user(3)}, timeout=30).status_code == 200
@@ -95,8 +104,10 @@ class TestServedGuard:
         refill()
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=TIMEOUT_S + 20) as sock:
-            sock.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{\"user_id\"")  # 90 bytes never come
+            sock.sendall(
+                b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"user_id"'
+            )  # 90 bytes never come
             started = time.monotonic()
             answer = sock.recv(4096).decode()
         assert answer.startswith("HTTP/1.1 504") and time.monotonic() - started < TIMEOUT_S + 10, answer
@@ -113,6 +124,7 @@ class TestServedGuard:
 
 
 # -- the middleware itself (auth: all, the token file), behind a plain ASGI app ---------------
+
 
 async def ok_app(scope, receive, send):
     body = b""

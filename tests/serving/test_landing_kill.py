@@ -17,10 +17,9 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from seqops.config import Paths
-from seqops.serving.logs import landed_events
 from seqops.flows.retrain import collect_landing
 from seqops.serving.launch import Service
-
+from seqops.serving.logs import landed_events
 from tests.serving.conftest import N_ITEMS, ingested_rows, mini_project, raw_item
 
 EVENTS_PER_REQUEST = 5  # one fresh user per request, enough events for ingest's k-core to keep them
@@ -66,8 +65,10 @@ async def post_events(url: str, client_id: int, stop: asyncio.Event, acknowledge
         while not stop.is_set():
             user = f"kill-{client_id}-{n}"
             n += 1
-            events = [{"user_id": user, "item_id": raw_item(1 + (n + j) % N_ITEMS), "event_type": "view"}
-                      for j in range(EVENTS_PER_REQUEST)]
+            events = [
+                {"user_id": user, "item_id": raw_item(1 + (n + j) % N_ITEMS), "event_type": "view"}
+                for j in range(EVENTS_PER_REQUEST)
+            ]
             try:
                 response = await client.post("/events", json={"events": events})
             except httpx.HTTPError:
@@ -110,7 +111,9 @@ def test_acknowledged_events_survive_a_killed_worker_exactly_once(tmp_path):
     counts = rows.loc[rows["user_id"].str.startswith("kill-"), "user_id"].value_counts()
     lost = [user for user in acknowledged if counts.get(user, 0) == 0]
     assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged requests never reached ingest: {lost[:5]}"
-    assert (counts[acknowledged] == EVENTS_PER_REQUEST).all() and counts.max() <= EVENTS_PER_REQUEST, counts.value_counts()
+    assert (counts[acknowledged] == EVENTS_PER_REQUEST).all() and counts.max() <= EVENTS_PER_REQUEST, (
+        counts.value_counts()
+    )
 
     answered = [r for r in request_lines(paths) if r["endpoint"] == "events" and r["status"] == 200]
     assert len(answered) >= len(acknowledged)  # the request log is written before the answer, too

@@ -10,7 +10,6 @@ from seqops.models.nets.zoo import KINDS, build_model
 from seqops.serving import engine as engine_module
 from seqops.serving.engine import Engine
 from seqops.serving.schemas import HistoryRequest, RecommendRequest
-
 from tests.serving.conftest import MAX_LEN, N_ITEMS, mini_project, raw_item, raw_user, register_model
 
 TYPES = ["view", "cart", "purchase"]
@@ -34,12 +33,18 @@ def tiny(kind: str):
 def test_each_kind_is_served(project, kind, monkeypatch):
     paths = Paths(project)
     model, heads = tiny(kind)
-    version = register_model(paths, 10 + sorted(KINDS).index(kind), pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1)}), model=model)
+    version = register_model(
+        paths, 10 + sorted(KINDS).index(kind), pd.DataFrame({"item_id": np.arange(1, N_ITEMS + 1)}), model=model
+    )
     monkeypatch.setattr(engine_module, "CHAMPION_CHECK_S", 0.0)
     engine = Engine(paths, load_params(project / "params.yaml"))
     assert engine.current().version == version and engine.current().heads == tuple(heads)
-    by_user, by_items = engine.recommend([RecommendRequest(user_id=raw_user(3), k=4),
-                                          RecommendRequest(items=[raw_item(1), raw_item(2)], event_types=["view", "cart"], k=4)])
+    by_user, by_items = engine.recommend(
+        [
+            RecommendRequest(user_id=raw_user(3), k=4),
+            RecommendRequest(items=[raw_item(1), raw_item(2)], event_types=["view", "cart"], k=4),
+        ]
+    )
     for answer in (by_user, by_items):
         assert len(answer["items"]) == 4 and not answer["fallback"] and answer["model_version"] == version
     if "next_action" in heads:

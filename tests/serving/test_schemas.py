@@ -9,27 +9,39 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from seqops.serving.schemas import (SERVING, STORED_ID_PATTERN, TEXT_PATTERN, Event, EventsRequest, HistoryRequest,
-                                    RecommendRequest, name_fields, refusal_of)
+from seqops.serving.schemas import (
+    SERVING,
+    STORED_ID_PATTERN,
+    TEXT_PATTERN,
+    Event,
+    EventsRequest,
+    HistoryRequest,
+    RecommendRequest,
+    name_fields,
+    refusal_of,
+)
 
 
 def fields_of(exc: ValidationError) -> set[str]:
     return {".".join(map(str, e["loc"])) for e in exc.errors()}
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"user_id": "u1", "k": 0}, "k"),
-    ({"user_id": "u1", "k": SERVING.max_k + 1}, "k"),
-    ({"user_id": "u1", "k": "ten"}, "k"),
-    ({"user_id": "u1", "bogus": 1}, "bogus"),
-    ({"user_id": 42}, "user_id"),
-    ({"user_id": ""}, "user_id"),
-    ({"items": []}, "items"),
-    ({"items": ["i1", ""]}, "items.1"),
-    ({"items": ["i1"], "event_types": ["teleport"]}, "event_types.0"),
-    ({"user_id": "u1", "exclude_seen": "maybe"}, "exclude_seen"),
-    ({"user_id": "u1", "category": ""}, "category"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"user_id": "u1", "k": 0}, "k"),
+        ({"user_id": "u1", "k": SERVING.max_k + 1}, "k"),
+        ({"user_id": "u1", "k": "ten"}, "k"),
+        ({"user_id": "u1", "bogus": 1}, "bogus"),
+        ({"user_id": 42}, "user_id"),
+        ({"user_id": ""}, "user_id"),
+        ({"items": []}, "items"),
+        ({"items": ["i1", ""]}, "items.1"),
+        ({"items": ["i1"], "event_types": ["teleport"]}, "event_types.0"),
+        ({"user_id": "u1", "exclude_seen": "maybe"}, "exclude_seen"),
+        ({"user_id": "u1", "category": ""}, "category"),
+    ],
+)
 def test_recommend_request_names_the_field(body, field):
     with pytest.raises(ValidationError) as caught:
         RecommendRequest.model_validate(body)
@@ -37,24 +49,33 @@ def test_recommend_request_names_the_field(body, field):
     assert field in str(name_fields(caught.value, "RecommendRequest").title)
 
 
-@pytest.mark.parametrize("body, words", [
-    ({}, "`user_id` or `items`"),
-    ({"user_id": "u1", "items": ["i1"]}, "`user_id` or `items`"),
-    ({"items": ["i1", "i2"], "event_types": ["view"]}, "`event_types` has 1"),
-    ({"user_id": "u1", "event_types": ["view"]}, "`event_types` needs `items`"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({}, "`user_id` or `items`"),
+        ({"user_id": "u1", "items": ["i1"]}, "`user_id` or `items`"),
+        ({"items": ["i1", "i2"], "event_types": ["view"]}, "`event_types` has 1"),
+        ({"user_id": "u1", "event_types": ["view"]}, "`event_types` needs `items`"),
+    ],
+)
 def test_history_rules_name_the_fields_in_the_message(body, words):
     with pytest.raises(ValidationError, match=words):
         HistoryRequest.model_validate(body)
 
 
-@pytest.mark.parametrize("event, field", [
-    ({"user_id": "u", "item_id": "i", "event_type": "click"}, "events.0.event_type"),
-    ({"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": -1}, "events.0.timestamp"),
-    ({"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": time.time() + 86400}, "events.0.timestamp"),
-    ({"user_id": "u", "item_id": "", "event_type": "view"}, "events.0.item_id"),
-    ({"user_id": "u", "item_id": "i", "event_type": "view", "extra": 1}, "events.0.extra"),
-])
+@pytest.mark.parametrize(
+    "event, field",
+    [
+        ({"user_id": "u", "item_id": "i", "event_type": "click"}, "events.0.event_type"),
+        ({"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": -1}, "events.0.timestamp"),
+        (
+            {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": time.time() + 86400},
+            "events.0.timestamp",
+        ),
+        ({"user_id": "u", "item_id": "", "event_type": "view"}, "events.0.item_id"),
+        ({"user_id": "u", "item_id": "i", "event_type": "view", "extra": 1}, "events.0.extra"),
+    ],
+)
 def test_events_name_the_field(event, field):
     with pytest.raises(ValidationError) as caught:
         EventsRequest.model_validate({"events": [event]})
@@ -87,11 +108,21 @@ def one_event(**fields) -> dict:
     return {"events": [{"user_id": "u", "item_id": "i", "event_type": "view", **fields}]}
 
 
-@pytest.mark.parametrize("user, words", [
-    ("a\rb", r"control character '\\r'"), ("a\x00b", "control character"), ("a\nb", "control character"),
-    ("a\u2028b", "control character"), (" u1", "blanks"), ("u1\t", "control character"),
-    ("=1+1", "formula"), ("+31", "formula"), ("-1", "formula"), ("@SUM(A1)", "formula"),
-])
+@pytest.mark.parametrize(
+    "user, words",
+    [
+        ("a\rb", r"control character '\\r'"),
+        ("a\x00b", "control character"),
+        ("a\nb", "control character"),
+        ("a\u2028b", "control character"),
+        (" u1", "blanks"),
+        ("u1\t", "control character"),
+        ("=1+1", "formula"),
+        ("+31", "formula"),
+        ("-1", "formula"),
+        ("@SUM(A1)", "formula"),
+    ],
+)
 def test_stored_ids_refuse_control_characters_blanks_and_formulas(user, words):
     with pytest.raises(ValidationError, match=words) as caught:
         EventsRequest.model_validate(one_event(user_id=user))
@@ -105,10 +136,13 @@ def test_only_stored_ids_refuse_formula_starts():
         RecommendRequest.model_validate({"user_id": "a\rb"})
 
 
-@pytest.mark.parametrize("model, body", [
-    (RecommendRequest, {"items": ["i1", "i2"], "event_types": ["view"]}),
-    (EventsRequest, one_event(timestamp=time.time() + 86400)),
-])
+@pytest.mark.parametrize(
+    "model, body",
+    [
+        (RecommendRequest, {"items": ["i1", "i2"], "event_types": ["view"]}),
+        (EventsRequest, one_event(timestamp=time.time() + 86400)),
+    ],
+)
 def test_rules_a_schema_cannot_state_are_a_422(model, body):
     with pytest.raises(ValidationError) as caught:
         model.model_validate(body)

@@ -22,10 +22,9 @@ import pandas as pd
 import pytest
 
 from seqops.config import Paths
-from seqops.serving.launch import running_service
 from seqops.io import tool_env
 from seqops.models.release.registry import Registry
-
+from seqops.serving.launch import running_service
 from tests.conftest import make_project
 from tests.serving.conftest import schemathesis_all_checks
 
@@ -84,8 +83,11 @@ def test_recommend_by_user_and_by_items(url, users, catalogue, trained):
     assert len(answer["items"]) == 5 and not answer["fallback"]
     items = pd.read_parquet(Paths(trained).vocab / "items.parquet").set_index("raw_id")["category"].astype(str)
     category = items.iloc[0]
-    anonymous = post(url, "/recommend", {"items": catalogue[:3], "event_types": ["view", "cart", "view"], "k": 4,
-                                         "category": category}).json()
+    anonymous = post(
+        url,
+        "/recommend",
+        {"items": catalogue[:3], "event_types": ["view", "cart", "view"], "k": 4, "category": category},
+    ).json()
     assert anonymous["user_id"] is None and not anonymous["fallback"]
     assert {items[i] for i in anonymous["items"]} == {category} and not set(catalogue[:3]) & set(anonymous["items"])
 
@@ -105,8 +107,11 @@ BAD = [
     ("/churn", {"items": ["a"], "event_types": ["teleport"]}, "event_types.0"),
     ("/events", {"events": []}, "events"),
     ("/events", {"events": [{"user_id": "u", "item_id": "i", "event_type": "teleport"}]}, "events.0.event_type"),
-    ("/events", {"events": [{"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": "yesterday"}]},
-     "events.0.timestamp"),
+    (
+        "/events",
+        {"events": [{"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": "yesterday"}]},
+        "events.0.timestamp",
+    ),
     ("/events", {"events": [{"user_id": "u", "item_id": "no-such-item", "event_type": "view"}]}, "events[0].item_id"),
     ("/events", {"events": [{"user_id": "u", "event_type": "view"}]}, "events.0.item_id"),
 ]
@@ -121,7 +126,9 @@ def test_bad_requests_are_4xx_naming_the_field(url, path, body, field):
 
 def test_not_json_is_a_400(url):
     for content_type in ("application/json", "multipart/form-data", "text/plain"):
-        response = httpx.post(f"{url}/recommend", content=b"{not json", headers={"content-type": content_type}, timeout=10)
+        response = httpx.post(
+            f"{url}/recommend", content=b"{not json", headers={"content-type": content_type}, timeout=10
+        )
         assert response.status_code == 400, (content_type, response.text)
 
 
@@ -135,8 +142,10 @@ def test_pushed_events_are_reflected_at_once(url, users, trained):
     user = users[1]
     before = post(url, "/recommend", {"user_id": user, "k": 5, "exclude_seen": True}).json()
     now = time.time()
-    events = [{"user_id": user, "item_id": item, "event_type": "view", "timestamp": now + i}
-              for i, item in enumerate(before["items"][:3])]
+    events = [
+        {"user_id": user, "item_id": item, "event_type": "view", "timestamp": now + i}
+        for i, item in enumerate(before["items"][:3])
+    ]
     pushed = post(url, "/events", {"events": events})
     pushed_at = time.monotonic()
     assert pushed.status_code == 200, pushed.text
@@ -148,7 +157,9 @@ def test_pushed_events_are_reflected_at_once(url, users, trained):
     assert kept["items"] != post(url, "/recommend", {"user_id": user, "k": 50, "exclude_seen": True}).json()["items"]
 
     # a user the trained vocabulary does not know: personalised from their first event on
-    newcomer = post(url, "/events", {"events": [{"user_id": "walk-in-42", "item_id": before["items"][0], "event_type": "cart"}]})
+    newcomer = post(
+        url, "/events", {"events": [{"user_id": "walk-in-42", "item_id": before["items"][0], "event_type": "cart"}]}
+    )
     assert newcomer.json()["users"] == [{"user_id": "walk-in-42", "n_events": 1, "new_user": True}]
     answer = post(url, "/recommend", {"user_id": "walk-in-42", "k": 3}).json()
     assert not answer["fallback"] and before["items"][0] not in answer["items"]
@@ -158,7 +169,9 @@ def test_pushed_events_are_reflected_at_once(url, users, trained):
     landed = list(paths.landing.glob(".serving-*.csv.part")) + list(paths.landing.glob("serving-*.csv"))
     rows = pd.concat([pd.read_csv(f, dtype=str) for f in landed])
     assert set(before["items"][:3]) <= set(rows.loc[rows["user_id"] == user, "item_id"])
-    log_lines = [json.loads(line) for f in (paths.logs / "requests").glob("*.jsonl") for line in f.read_text().splitlines()]
+    log_lines = [
+        json.loads(line) for f in (paths.logs / "requests").glob("*.jsonl") for line in f.read_text().splitlines()
+    ]
     mine = [r for r in log_lines if r["endpoint"] == "recommend" and r["user_id"] == user]
     assert mine and {"time", "model_version", "items", "latency_ms", "fallback"} <= set(mine[-1])
 
@@ -180,10 +193,25 @@ def test_a_promote_under_load_fails_no_request(url, users, trained, tmp_path):
     promoted: dict = {}
 
     def promote() -> None:
-        version = registry.register(artifact, {"kind": "sasrec", "data_version": registry.get(old).get("data_version"),
-                                               "parent_version": old, "actor": "tests"})
-        registry.record_decision(version, {"verdict": "promote", "reasons": ["e2e: promote under load"],
-                                           "candidate": version, "champion": old, "metrics": {}})
+        version = registry.register(
+            artifact,
+            {
+                "kind": "sasrec",
+                "data_version": registry.get(old).get("data_version"),
+                "parent_version": old,
+                "actor": "tests",
+            },
+        )
+        registry.record_decision(
+            version,
+            {
+                "verdict": "promote",
+                "reasons": ["e2e: promote under load"],
+                "candidate": version,
+                "champion": old,
+                "metrics": {},
+            },
+        )
         registry.promote(version, actor="tests", reason="e2e: promote under load")
         promoted["version"], promoted["at"] = version, time.monotonic()
 

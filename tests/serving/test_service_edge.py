@@ -16,7 +16,6 @@ import pytest
 
 from seqops.config import Paths
 from seqops.serving.launch import Service
-
 from tests.serving.conftest import ingested_rows, mini_project, raw_item, schemathesis_all_checks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,8 +51,11 @@ def event(**fields) -> dict:
 
 
 def request_log(project: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted((Paths(project).logs / "requests").glob("*.jsonl"))
-            for line in f.read_text().splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted((Paths(project).logs / "requests").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
 
 
 def serve_log(project: Path) -> str:
@@ -68,7 +70,7 @@ def test_control_characters_in_ids_are_a_400_naming_the_field(url, field, bad):
     assert f"events.0.{field}" in response.json()["error"] and "control character" in response.text
 
 
-@pytest.mark.parametrize("bad", ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)"])
+@pytest.mark.parametrize("bad", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)"])
 def test_spreadsheet_formula_ids_are_refused_before_they_are_stored(url, bad):
     response = post(url, "/events", {"events": [event(user_id=bad)]})
     assert response.status_code == 400 and "events.0.user_id" in response.json()["error"], response.text
@@ -116,8 +118,9 @@ def test_client_errors_are_one_line_each_and_in_the_request_log(url, project):
     logged = [line for line in new.splitlines() if "client error" in line]
     assert len(logged) == len(BAD_BODIES), new[-3000:]
     refused = [r for r in request_log(project) if r["status"] in (400, 422)]
-    assert [(r["endpoint"], r["status"]) for r in refused[-len(BAD_BODIES):]] == [
-        (path.strip("/"), status) for path, _, status in BAD_BODIES]
+    assert [(r["endpoint"], r["status"]) for r in refused[-len(BAD_BODIES) :]] == [
+        (path.strip("/"), status) for path, _, status in BAD_BODIES
+    ]
     assert all(r["error"] for r in refused)
 
 
@@ -145,18 +148,28 @@ def is_valid(instance, schema: dict) -> bool:
 @pytest.mark.parametrize("path", ["/recommend", "/next_action", "/churn"])
 def test_the_documented_request_schema_refuses_what_the_service_refuses(docs, url, path):
     schema = request_schema(docs, path)
-    for body in ({}, {"user_id": "u00001", "items": [raw_item(1)]}, {"user_id": None},
-                 {"user_id": "u00001", "event_types": ["view"]}):
+    for body in (
+        {},
+        {"user_id": "u00001", "items": [raw_item(1)]},
+        {"user_id": None},
+        {"user_id": "u00001", "event_types": ["view"]},
+    ):
         assert post(url, path, body).status_code == 400, body
         assert not is_valid(body, schema), body
-    for body in ({"user_id": "u00001"}, {"items": [raw_item(1)], "user_id": None}, {"items": [raw_item(1)], "event_types": ["view"]}):
+    for body in (
+        {"user_id": "u00001"},
+        {"items": [raw_item(1)], "user_id": None},
+        {"items": [raw_item(1)], "event_types": ["view"]},
+    ):
         assert is_valid(body, schema), body
 
 
 def test_error_answers_match_the_documented_error_schema(docs, url):
-    answers = {400: post(url, "/recommend", {"user_id": "u00001", "k": 0}),
-               404: post(url, "/churn", {"user_id": "u00001"}),
-               422: post(url, "/recommend", {"items": ["no-such-item"]})}
+    answers = {
+        400: post(url, "/recommend", {"user_id": "u00001", "k": 0}),
+        404: post(url, "/churn", {"user_id": "u00001"}),
+        422: post(url, "/recommend", {"items": ["no-such-item"]}),
+    }
     for status, response in answers.items():
         assert response.status_code == status, response.text
         assert is_valid(response.json(), response_schema(docs, "/recommend", status)), (status, response.text)
@@ -177,7 +190,11 @@ def test_the_document_speaks_for_seqops_with_an_example_for_every_endpoint(docs,
         operation = docs["paths"][path]["post"]
         request = operation["requestBody"]["content"]["application/json"]["example"]
         assert operation["responses"]["200"]["content"]["application/json"]["example"]
-        assert post(url, path, request).status_code in (200, 404, 422)  # a real request (ids or heads may be unknown here)
+        assert post(url, path, request).status_code in (
+            200,
+            404,
+            422,
+        )  # a real request (ids or heads may be unknown here)
 
 
 def test_files_the_service_writes_are_0644_under_umask_000(url, project):
@@ -185,7 +202,9 @@ def test_files_the_service_writes_are_0644_under_umask_000(url, project):
     assert post(url, "/recommend", {"user_id": "u00001"}).status_code == 200
     paths = Paths(project)
     written = [*paths.landing.glob(".serving-*.csv.part"), *(paths.logs / "requests").glob("*.jsonl")]
-    assert written and {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in written} == {f.name: "0o644" for f in written}
+    assert written and {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in written} == {
+        f.name: "0o644" for f in written
+    }
 
 
 def test_schemathesis_with_every_check_finds_nothing(url, project):
