@@ -45,6 +45,7 @@ test-fast: $(LINKED)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf .seqops

@@ -74,15 +74,23 @@ def read_manifest(paths: Paths) -> dict | None:
 
 # --- data report ---------------------------------------------------------------------------------
 
+
 def _report_frame(events: pd.DataFrame) -> pd.DataFrame:
     """Per-event columns a person checks first: types, values, categories, gaps, session sizes."""
     gap = events.groupby("user_id")["ts"].diff().dt.total_seconds()
     session_size = events.groupby("session_id")["session_id"].transform("size")
-    return pd.DataFrame({
-        "event_type": events["event_type"].astype(str), "category": events["category"].astype(str),
-        "value": events["value"], "log_gap_s": np.log1p(gap), "session_events": session_size,
-        "hour": events["ts"].dt.hour, "user_id": events["user_id"], "item_id": events["item_id"],
-    })
+    return pd.DataFrame(
+        {
+            "event_type": events["event_type"].astype(str),
+            "category": events["category"].astype(str),
+            "value": events["value"],
+            "log_gap_s": np.log1p(gap),
+            "session_events": session_size,
+            "hour": events["ts"].dt.hour,
+            "user_id": events["user_id"],
+            "item_id": events["item_id"],
+        }
+    )
 
 
 def report_files(paths: Paths, events_md5: str) -> tuple[Path, Path]:
@@ -115,6 +123,7 @@ def data_report(paths: Paths, events_md5: str, sample: int = REPORT_SAMPLE) -> P
 
 
 # --- a model's lineage ---------------------------------------------------------------------------
+
 
 def _remote_dir(paths: Paths) -> Path | None:
     """The default DVC remote's folder when it is a local path (as this project's is)."""
@@ -170,8 +179,10 @@ def lineage(registry, version: str, paths: Paths) -> dict:
 def refit_lines(info: dict) -> list[str]:
     """How a served refit and its gated candidate point at each other (train.refit)."""
     if info.get("refit_of"):
-        return [f"refit of     {info['refit_of']}  ({info.get('refit_mode')}: trained on every event up to the cut; "
-                f"gate decision and metrics are {info['refit_of']}'s)"]
+        return [
+            f"refit of     {info['refit_of']}  ({info.get('refit_mode')}: trained on every event up to the cut; "
+            f"gate decision and metrics are {info['refit_of']}'s)"
+        ]
     if info.get("served_as"):
         return [f"served as    {info['served_as']}  (its refit on every event up to the cut)"]
     return []
@@ -179,23 +190,29 @@ def refit_lines(info: dict) -> list[str]:
 
 def render_lineage(info: dict) -> str:
     """Plain-text view of `lineage` (what `seqops lineage` prints)."""
+
     def yes(flag: bool | None) -> str:
         return {True: "yes", False: "NO", None: "-"}[flag]
 
-    lines = [f"model {info['version']} (created {info['created_at']}, parent {info['parent_version'] or '-'}, "
-             f"gate {info['verdict'] or '-'})",
-             *refit_lines(info),
-             f"data version  {info['data_version']}  (events.parquet md5; DVC cache: {yes(info['in_dvc_cache'])}, "
-             f"remote: {yes(info['in_dvc_remote'])})",
-             f"raw snapshot  {info['raw_data_version'] or '-'}  (.seqops/data/raw.dvc md5)",
-             f"features      {info['features_version'] or '-'}",
-             f"format        {info['format'] or '- (no ingest manifest recorded)'}"]
+    lines = [
+        f"model {info['version']} (created {info['created_at']}, parent {info['parent_version'] or '-'}, "
+        f"gate {info['verdict'] or '-'})",
+        *refit_lines(info),
+        f"data version  {info['data_version']}  (events.parquet md5; DVC cache: {yes(info['in_dvc_cache'])}, "
+        f"remote: {yes(info['in_dvc_remote'])})",
+        f"raw snapshot  {info['raw_data_version'] or '-'}  (.seqops/data/raw.dvc md5)",
+        f"features      {info['features_version'] or '-'}",
+        f"format        {info['format'] or '- (no ingest manifest recorded)'}",
+    ]
     files = [*info["files"], *({**f, "meta": True} for f in info["meta_files"])]
     if files:
         lines.append("source files:")
         for f in files:
-            rows = "item metadata" if f.get("meta") else (
-                f"{f['rows_read']:,} read, {f['rows_kept']:,} kept, {f['rows_quarantined']:,} quarantined")
+            rows = (
+                "item metadata"
+                if f.get("meta")
+                else (f"{f['rows_read']:,} read, {f['rows_kept']:,} kept, {f['rows_quarantined']:,} quarantined")
+            )
             lines.append(f"  {f['name']:<28} md5 {f['md5']}  {f['size']:>14,} B  {rows}")
     counts = {k: v for k, v in info["ingest_counts"].items() if v}
     if counts:
@@ -204,10 +221,13 @@ def render_lineage(info: dict) -> str:
     if info["ingest_params"]:
         lines.append("ingest params: " + json.dumps(info["ingest_params"], sort_keys=True))
     evaluation = info["eval_metrics"]
-    for model, scores in ((evaluation.get("kind", "model"), evaluation.get("model") or evaluation.get("sasrec")),
-                          ("popularity", evaluation.get("popularity"))):
+    for model, scores in (
+        (evaluation.get("kind", "model"), evaluation.get("model") or evaluation.get("sasrec")),
+        ("popularity", evaluation.get("popularity")),
+    ):
         if scores:
-            lines.append(f"eval {model:<10} " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()
-                                                           if isinstance(v, float)))
+            lines.append(
+                f"eval {model:<10} " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
+            )
     lines.append(f"data report   {info['data_report'] or '-'}")
     return "\n".join(lines)

@@ -28,8 +28,9 @@ def run_tool(args: list[str], paths: Paths) -> None:
     logger = get_run_logger()
     logger.info("$ %s", " ".join(args))
     tail: deque[str] = deque(maxlen=60)
-    proc = subprocess.Popen(args, cwd=paths.project, env=tool_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        args, cwd=paths.project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     for line in proc.stdout:
         if line.strip():
             logger.info("  %s", line.rstrip())
@@ -114,12 +115,25 @@ def refit_if_approved(paths: Paths, params: Params, version: str, decision: dict
         return version
     registry = Registry(paths, params.registry)
     meta = refit_stage(params, paths, registry.model_dir(version), paths.home / "models" / "refit")
-    refit = registry.register(paths.home / "models" / "refit",
-                              {**meta, "refit_of": version, "raw_data_version": raw_version,
-                               "eval_metrics": registry.get(version).get("eval_metrics"), "actor": "flow:retrain"})
+    refit = registry.register(
+        paths.home / "models" / "refit",
+        {
+            **meta,
+            "refit_of": version,
+            "raw_data_version": raw_version,
+            "eval_metrics": registry.get(version).get("eval_metrics"),
+            "actor": "flow:retrain",
+        },
+    )
     registry.adopt_decision(refit, version)
-    get_run_logger().info("serving %s: the %s refit of %s (%d sequences, %.1f s)", refit, meta["refit_mode"], version,
-                          meta["n_train_sequences"], meta["refit_seconds"])
+    get_run_logger().info(
+        "serving %s: the %s refit of %s (%d sequences, %.1f s)",
+        refit,
+        meta["refit_mode"],
+        version,
+        meta["n_train_sequences"],
+        meta["refit_seconds"],
+    )
     return refit
 
 
@@ -143,8 +157,11 @@ def decision_markdown(decision: dict, champion: str | None) -> str:
         champ = metrics["champion"][key] if metrics["champion"] else float("nan")
         rows.append(f"| {key} | {metrics['candidate'][key]:.4f} | {champ:.4f} | {metrics['popularity'][key]:.4f} |")
     reasons = "\n".join(f"- {r}" for r in decision["reasons"])
-    return (f"## Gate: {decision['verdict'].upper()} {decision['candidate']}\n\n{reasons}\n\n" + "\n".join(rows)
-            + f"\n\nChampion now: **{champion}**\n\nEvidently report: `{decision['reports']['drift_html']}`\n")
+    return (
+        f"## Gate: {decision['verdict'].upper()} {decision['candidate']}\n\n{reasons}\n\n"
+        + "\n".join(rows)
+        + f"\n\nChampion now: **{champion}**\n\nEvidently report: `{decision['reports']['drift_html']}`\n"
+    )
 
 
 @flow(name="retrain", log_prints=True, timeout_seconds=7 * 3600)

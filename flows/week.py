@@ -50,27 +50,47 @@ def one_day(project: Path, day: int, drift: float, bad: bool) -> dict:
     params = load_params(paths.project / "params.yaml")
     landed = write_batch(params.data.synthetic.model_copy(update={"drift": drift}), paths.landing, day)
     seen = monitor(project=str(project), trigger=False)  # its verdict decides who starts the retrain
-    row = {"day": day, "drift": drift, "landed": landed.name, "monitor": seen["status"],
-           "drift_share": seen.get("drift_share"), "bad_params": bad,
-           "trigger": "monitor (drift)" if seen["status"] == "drift" else "schedule (nightly)"}
+    row = {
+        "day": day,
+        "drift": drift,
+        "landed": landed.name,
+        "monitor": seen["status"],
+        "drift_share": seen.get("drift_share"),
+        "bad_params": bad,
+        "trigger": "monitor (drift)" if seen["status"] == "drift" else "schedule (nightly)",
+    }
     with changed_params(project, BAD_CHANGE) if bad else nullcontext():
         decision = retrain(project=str(project), land=False)
-    row.update(candidate=decision["candidate"], verdict=decision["verdict"], served=decision.get("served"),
-               champion=decision["champion_after"],
-               reasons=decision["reasons"], decision_html=decision["reports"]["decision_html"])
+    row.update(
+        candidate=decision["candidate"],
+        verdict=decision["verdict"],
+        served=decision.get("served"),
+        champion=decision["champion_after"],
+        reasons=decision["reasons"],
+        decision_html=decision["reports"]["decision_html"],
+    )
     return row
 
 
 @flow(name="simulate-week", log_prints=True)
-def simulate_week(project: str = ".", days: int = 7, drift_day: int = 4, bad_day: int | None = 5, drift: float = 0.5) -> list[dict]:
+def simulate_week(
+    project: str = ".", days: int = 7, drift_day: int = 4, bad_day: int | None = 5, drift: float = 0.5
+) -> list[dict]:
     """Run the week; returns one row per day (see the module docstring)."""
     logger = get_run_logger()
     root = Path(project).resolve()
     story = []
     for day in range(days):
         row = one_day(root, day, drift if day >= drift_day else 0.0, day == bad_day)
-        logger.info("day %d: monitor %s → %s → %s %s (champion %s)", day, row["monitor"], row["trigger"],
-                    row["candidate"], row["verdict"].upper(), row["champion"])
+        logger.info(
+            "day %d: monitor %s → %s → %s %s (champion %s)",
+            day,
+            row["monitor"],
+            row["trigger"],
+            row["candidate"],
+            row["verdict"].upper(),
+            row["champion"],
+        )
         story.append(row)
     paths = project_paths(root)
     out = paths.reports / "week.json"

@@ -30,8 +30,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 
 from seqops.config import ConfigError, Paths, RegistryParams, load_params
-from seqops.io import FILE_MODE
-from seqops.io import crash_point, now_iso, write_json_atomic
+from seqops.io import FILE_MODE, crash_point, now_iso, write_json_atomic
 from seqops.models.release.registry_schema import (
     AuditEntry,
     DamagedRegistryError,
@@ -62,7 +61,11 @@ BENTOML_FILES = {"model.yaml"}  # what BentoML adds to a stored model directory
 
 def content_hash(artifact_dir: Path) -> str:
     digest = hashlib.sha256()
-    for file in sorted(p for p in artifact_dir.rglob("*") if p.is_file() and p.relative_to(artifact_dir).as_posix() not in BENTOML_FILES):
+    for file in sorted(
+        p
+        for p in artifact_dir.rglob("*")
+        if p.is_file() and p.relative_to(artifact_dir).as_posix() not in BENTOML_FILES
+    ):
         digest.update(file.relative_to(artifact_dir).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:10]
@@ -162,8 +165,11 @@ class LocalStore:
         if not self._audit_path.exists():
             return []
         lines = enumerate(self._audit_path.read_bytes().splitlines(), start=1)
-        rows = [(where, entry) for number, line in lines
-                if (entry := audit_line(line, where := f"{self._audit_path} line {number}")) is not None]
+        rows = [
+            (where, entry)
+            for number, line in lines
+            if (entry := audit_line(line, where := f"{self._audit_path} line {number}")) is not None
+        ]
         for index, (where, entry) in enumerate(rows, start=1):
             entry.setdefault("seq", index)  # logs written before entries carried a seq
             checked(AuditEntry, entry, where)
@@ -283,8 +289,10 @@ class Registry:
         try:
             return Path(bentoml.models.get(f"{MODEL_NAME}:{check_version(version)}", _model_store=self._store).path)
         except bentoml.exceptions.NotFound:
-            raise MissingModelError(f"the model files of {version} are missing from the BentoML store "
-                                    f"({self.paths.bentoml_home}); it cannot serve") from None
+            raise MissingModelError(
+                f"the model files of {version} are missing from the BentoML store "
+                f"({self.paths.bentoml_home}); it cannot serve"
+            ) from None
 
     def history(self) -> list[dict]:
         """The audit log, oldest first (each entry: seq, time, actor, action, version, previous, reason)."""
@@ -309,13 +317,21 @@ class Registry:
                     return existing["version"]
             number = max((version_number(v["version"]) for v in versions), default=0) + 1
             version = f"v{number:04d}-{digest[:6]}"
-            meta = storable({**metadata, "version": version, "content_hash": digest, "created_at": now_iso(), "decision": None})
+            meta = storable(
+                {**metadata, "version": version, "content_hash": digest, "created_at": now_iso(), "decision": None}
+            )
             if not self._stored_intact(version, digest):
-                with bentoml.models.create(f"{MODEL_NAME}:{version}", labels={"stage": "candidate"},
-                                           metadata={"version": version}, _model_store=self._store) as model:
+                with bentoml.models.create(
+                    f"{MODEL_NAME}:{version}",
+                    labels={"stage": "candidate"},
+                    metadata={"version": version},
+                    _model_store=self._store,
+                ) as model:
                     shutil.copytree(artifact_dir, model.path, dirs_exist_ok=True)
             self.store.put(meta)
-            self.store.append_audit(self._entry("register", version, metadata.get("actor") or default_actor(), "trained"))
+            self.store.append_audit(
+                self._entry("register", version, metadata.get("actor") or default_actor(), "trained")
+            )
         return version
 
     def _stored_intact(self, version: str, digest: str) -> bool:
@@ -345,14 +361,20 @@ class Registry:
             decision = candidate_meta.get("decision")
             if not decision:
                 raise RegistryError(f"{candidate} has no gate decision to adopt")
-            adopted = {**decision, "served_as": refit, "adopted_from": candidate,
-                       "note": f"{refit} is {candidate} refitted on every event up to the cut; "
-                               f"the metrics and checks are {candidate}'s (the refit's own evaluation is the next batch's)"}
+            adopted = {
+                **decision,
+                "served_as": refit,
+                "adopted_from": candidate,
+                "note": f"{refit} is {candidate} refitted on every event up to the cut; "
+                f"the metrics and checks are {candidate}'s (the refit's own evaluation is the next batch's)",
+            }
             self.store.put(storable({**refit_meta, "decision": adopted}))
             self.store.put(storable({**candidate_meta, "served_as": refit}))
         return adopted
 
-    def promote(self, version: str | None = None, *, actor: str | None = None, reason: str = "", force: bool = False) -> str:
+    def promote(
+        self, version: str | None = None, *, actor: str | None = None, reason: str = "", force: bool = False
+    ) -> str:
         """Make `version` (default: the latest gated candidate) the champion. A version the gate did
         not approve needs `force` and a reason; both, with who did it, land in the audit log."""
         with self.store.locked():
@@ -360,8 +382,10 @@ class Registry:
             verdict = (self.get(version).get("decision") or {}).get("verdict")
             approved = verdict == "promote"
             if not approved and not force:
-                raise RegistryError(f"{version} was not approved by the gate (verdict: {verdict or 'not gated'}); "
-                                    "use --force --reason '...' to override")
+                raise RegistryError(
+                    f"{version} was not approved by the gate (verdict: {verdict or 'not gated'}); "
+                    "use --force --reason '...' to override"
+                )
             if not approved and not reason.strip():
                 raise RegistryError("a forced promote needs --reason (it is recorded in the audit log)")
             self.model_dir(version)  # MissingModelError unless the files are in the store
@@ -383,8 +407,17 @@ class Registry:
             self._move(pointer, target, "rollback", actor, reason or "manual rollback", rolled_back=True)
         return target
 
-    def _move(self, pointer: dict, version: str, action: str, actor: str | None, reason: str, *,
-              verdict: str | None = None, rolled_back: bool = False) -> None:
+    def _move(
+        self,
+        pointer: dict,
+        version: str,
+        action: str,
+        actor: str | None,
+        reason: str,
+        *,
+        verdict: str | None = None,
+        rolled_back: bool = False,
+    ) -> None:
         """The one place the champion changes: pointer (with its audit entry) first, then the log."""
         old = pointer["champion"]
         stack = pointer["previous"][1:] if rolled_back else [old, *pointer["previous"]]
@@ -399,5 +432,12 @@ class Registry:
     def _entry(self, action: str, version: str, actor: str, reason: str, **extra: Any) -> dict:
         entries = self.history()
         seq = entries[-1]["seq"] + 1 if entries else 1
-        return {"seq": seq, "time": now_iso(), "actor": actor, "action": action, "version": version,
-                "reason": reason, **{k: v for k, v in extra.items() if v is not None}}
+        return {
+            "seq": seq,
+            "time": now_iso(),
+            "actor": actor,
+            "action": action,
+            "version": version,
+            "reason": reason,
+            **{k: v for k, v in extra.items() if v is not None},
+        }

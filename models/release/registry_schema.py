@@ -34,8 +34,10 @@ class DamagedRegistryError(RegistryError):
 def check_version(version: Any) -> str:
     """`version` if it is a version name; else a RegistryError (one sentence, never a path lookup)."""
     if not isinstance(version, str) or not re.fullmatch(VERSION_PATTERN, version):
-        raise RegistryError(f"unknown model version {version!r}: not a version name "
-                            f"(versions look like {VERSION_EXAMPLE}; see `seqops models`)")
+        raise RegistryError(
+            f"unknown model version {version!r}: not a version name "
+            f"(versions look like {VERSION_EXAMPLE}; see `seqops models`)"
+        )
     return version
 
 

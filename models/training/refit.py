@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from seqops.config import Params, Paths, TrainParams
 from seqops.features import store
 from seqops.features.sequences import user_summary
 from seqops.models.nets.baselines import PopularityModel
@@ -33,8 +35,6 @@ from seqops.models.training.artifact import Artifact, save_artifact
 from seqops.models.training.data import churn_flags, type_ids
 from seqops.models.training.splits import history_times
 from seqops.models.training.train import TrainResult, train_model
-
-from seqops.config import Params, Paths, TrainParams
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,19 @@ class RefitRows:
     types: list[np.ndarray]
     churn: list[np.ndarray]
 
-    def fit_check(self, limit: int = FIT_CHECK_USERS, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    def fit_check(
+        self, limit: int = FIT_CHECK_USERS, seed: int = 0
+    ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
         """(inputs, targets, types) predicting each sampled user's last event from the ones before it.
         These targets are trained on: the numbers show the fit, they select nothing."""
         rng = np.random.default_rng(seed)
         rows = [i for i, s in enumerate(self.seqs) if len(s) >= 2]
         rows = sorted(rng.choice(rows, size=min(limit, len(rows)), replace=False)) if rows else []
-        return ([self.seqs[i][:-1] for i in rows], np.array([self.seqs[i][-1] for i in rows], dtype=np.int64),
-                [self.types[i][:-1] for i in rows])
+        return (
+            [self.seqs[i][:-1] for i in rows],
+            np.array([self.seqs[i][-1] for i in rows], dtype=np.int64),
+            [self.types[i][:-1] for i in rows],
+        )
 
 
 def refit_entities(events: pd.DataFrame, through: pd.Timestamp | None = None, drop_last: int = 0) -> pd.DataFrame:
@@ -70,8 +75,9 @@ def refit_entities(events: pd.DataFrame, through: pd.Timestamp | None = None, dr
     if drop_last:
         events = events[events.groupby("user_id").cumcount(ascending=False) >= drop_last]
     last = events.groupby("user_id", sort=True).tail(1)
-    return pd.DataFrame({"user_id": last["user_id"].to_numpy(np.int64), "event_timestamp": last["ts"].to_numpy(),
-                         "role": "refit"}).reset_index(drop=True)
+    return pd.DataFrame(
+        {"user_id": last["user_id"].to_numpy(np.int64), "event_timestamp": last["ts"].to_numpy(), "role": "refit"}
+    ).reset_index(drop=True)
 
 
 def refit_rows(params: Params, paths: Paths, through: pd.Timestamp | None = None, drop_last: int = 0) -> RefitRows:
@@ -81,7 +87,9 @@ def refit_rows(params: Params, paths: Paths, through: pd.Timestamp | None = None
     entities = refit_entities(events, through, drop_last)
     entities["event_timestamp"] = pd.to_datetime(entities["event_timestamp"], utc=True)
     joined = store.historical_features(paths, entities, params.features.store_profile)
-    joined = joined[joined["last_items"].map(lambda h: h is not None and len(h) >= 2)].sort_values("user_id", kind="stable")
+    joined = joined[joined["last_items"].map(lambda h: h is not None and len(h) >= 2)].sort_values(
+        "user_id", kind="stable"
+    )
     times = history_times(events, joined)
     data_end = float((events["ts"].max() - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1))
     horizon_s = params.model.churn_horizon_days * 86400
@@ -99,7 +107,9 @@ def refit_train_params(train: TrainParams, epochs: int) -> TrainParams:
     return train.model_copy(update={"epochs": max(1, int(epochs)), "patience": int(epochs) + 1, "max_minutes": None})
 
 
-def refit_model(params: Params, paths: Paths, candidate: Artifact, rows: RefitRows, mode: str) -> tuple[object, TrainResult]:
+def refit_model(
+    params: Params, paths: Paths, candidate: Artifact, rows: RefitRows, mode: str
+) -> tuple[object, TrainResult]:
     """Train the served model on `rows` (see the module docstring for the modes); returns it on CPU."""
     # imported here: the train stage's module imports the registry, which the refit's callers hold already
     from seqops.models.training.stages import initial_model
@@ -114,15 +124,30 @@ def refit_model(params: Params, paths: Paths, candidate: Artifact, rows: RefitRo
     train_p = refit_train_params(params.train, epochs)
     check_inputs, check_targets, check_types = rows.fit_check(seed=params.train.seed)
     reads_types = bool(getattr(model.config, "event_types", None))
-    result = train_model(model, rows.seqs, check_inputs, check_targets, train_p, params.evaluate,
-                         train_types=rows.types if reads_types else None, train_churn=rows.churn if reads_types else None,
-                         valid_types=check_types if reads_types else None, progress=False)
+    result = train_model(
+        model,
+        rows.seqs,
+        check_inputs,
+        check_targets,
+        train_p,
+        params.evaluate,
+        train_types=rows.types if reads_types else None,
+        train_churn=rows.churn if reads_types else None,
+        valid_types=check_types if reads_types else None,
+        progress=False,
+    )
     model.to("cpu")
     return model, result
 
 
-def refit_stage(params: Params, paths: Paths, candidate_dir: Path, out_dir: Path, mode: str | None = None,
-                rows: RefitRows | None = None) -> dict:
+def refit_stage(
+    params: Params,
+    paths: Paths,
+    candidate_dir: Path,
+    out_dir: Path,
+    mode: str | None = None,
+    rows: RefitRows | None = None,
+) -> dict:
     """Write the refit of the candidate in `candidate_dir` to `out_dir`; returns its metadata."""
     mode = mode or params.train.refit
     start = time.perf_counter()
@@ -142,10 +167,25 @@ def refit_stage(params: Params, paths: Paths, candidate_dir: Path, out_dir: Path
     if out_dir.exists():
         shutil.rmtree(out_dir)
     features = pd.read_parquet(paths.user_features)
-    save_artifact(out_dir, model, PopularityModel.from_counts(counts), meta, paths.vocab / "items.parquet", user_summary(features))
-    log.info("refit (%s) of the candidate: %d sequences, %d epoch(s), %.1f s", mode, len(rows.seqs),
-             len(result.history), meta["refit_seconds"])
+    save_artifact(
+        out_dir, model, PopularityModel.from_counts(counts), meta, paths.vocab / "items.parquet", user_summary(features)
+    )
+    log.info(
+        "refit (%s) of the candidate: %d sequences, %d epoch(s), %.1f s",
+        mode,
+        len(rows.seqs),
+        len(result.history),
+        meta["refit_seconds"],
+    )
     return meta
 
 
-__all__ = ["REFIT_MODES", "RefitRows", "refit_entities", "refit_model", "refit_rows", "refit_stage", "refit_train_params"]
+__all__ = [
+    "REFIT_MODES",
+    "RefitRows",
+    "refit_entities",
+    "refit_model",
+    "refit_rows",
+    "refit_stage",
+    "refit_train_params",
+]

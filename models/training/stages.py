@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from seqops.config import Params, Paths
-from seqops.io import file_md5
 from seqops.features.sequences import user_summary
-from seqops.models.training.artifact import Artifact, save_artifact
+from seqops.io import file_md5
 from seqops.models.nets.baselines import PopularityModel
-from seqops.models.training.evaluate import evaluate, head_metrics
+from seqops.models.nets.zoo import build_model
 from seqops.models.release.registry import Registry
+from seqops.models.training.artifact import Artifact, save_artifact
+from seqops.models.training.evaluate import evaluate, head_metrics
 from seqops.models.training.splits import EvalSet, build_splits, protocol_label
 from seqops.models.training.train import is_fitted_by_counting, plot_history, train_model
-from seqops.models.nets.zoo import build_model
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,11 @@ def initial_model(n_items: int, params: Params, paths: Paths) -> tuple[nn.Module
     torch.manual_seed(params.train.seed)
     texts = item_texts_for(params, paths)
     fresh = build_model(params.model, n_items, params.features.max_len, params.ingest.event_types, texts)
-    champion = Registry(paths, params.registry).champion() if params.train.warm_start and not is_fitted_by_counting(fresh) else None
+    champion = (
+        Registry(paths, params.registry).champion()
+        if params.train.warm_start and not is_fitted_by_counting(fresh)
+        else None
+    )
     if champion is None:
         return fresh, None
     model = Artifact.load(Registry(paths, params.registry).model_dir(champion)).model
@@ -60,23 +64,35 @@ def initial_model(n_items: int, params: Params, paths: Paths) -> tuple[nn.Module
         return fresh, None
     log.info("warm start from champion %s (%d → %d items)", champion, model.config.n_items, n_items)
     if texts is not None and params.model.kind == "lm":
-        model.grow_items(n_items, texts=texts[model.config.n_items + 1:])
+        model.grow_items(n_items, texts=texts[model.config.n_items + 1 :])
     else:
         model.grow_items(n_items)
     return model, champion
 
 
 def train_stage(params: Params, paths: Paths) -> dict:
-    splits = build_splits(paths, params.features.store_profile, params.evaluate, params.ingest.event_types,
-                          params.model.churn_horizon_days * 86400)
+    splits = build_splits(
+        paths,
+        params.features.store_profile,
+        params.evaluate,
+        params.ingest.event_types,
+        params.model.churn_horizon_days * 86400,
+    )
     item_counts = np.bincount(np.concatenate(splits.train_seqs), minlength=splits.n_items + 1)
     popularity = PopularityModel.from_counts(item_counts)
     model, parent = initial_model(splits.n_items, params, paths)
     reads_types = bool(getattr(model.config, "event_types", None))
-    result = train_model(model, splits.train_seqs, splits.valid.inputs, splits.valid.targets, params.train, params.evaluate,
-                         train_types=splits.train_types if reads_types else None,
-                         train_churn=splits.train_churn if reads_types else None,
-                         valid_types=splits.valid.types if reads_types else None)
+    result = train_model(
+        model,
+        splits.train_seqs,
+        splits.valid.inputs,
+        splits.valid.targets,
+        params.train,
+        params.evaluate,
+        train_types=splits.train_types if reads_types else None,
+        train_churn=splits.train_churn if reads_types else None,
+        valid_types=splits.valid.types if reads_types else None,
+    )
     model.to("cpu")
 
     features = pd.read_parquet(paths.user_features)
@@ -111,9 +127,17 @@ def evaluate_stage(params: Params, paths: Paths) -> dict:
         "protocol": protocol_label(params.evaluate),
         "exclude_seen": params.evaluate.exclude_seen,
         "kind": params.model.kind,
-        "model": evaluate(lambda h, t=None: artifact.scores(h, types=t), test.inputs, test.targets, params.evaluate,
-                          types=types, item_counts=counts),
-        "popularity": evaluate(artifact.popularity.next_item_scores, test.inputs, test.targets, params.evaluate, item_counts=counts),
+        "model": evaluate(
+            lambda h, t=None: artifact.scores(h, types=t),
+            test.inputs,
+            test.targets,
+            params.evaluate,
+            types=types,
+            item_counts=counts,
+        ),
+        "popularity": evaluate(
+            artifact.popularity.next_item_scores, test.inputs, test.targets, params.evaluate, item_counts=counts
+        ),
         "heads": head_metrics(artifact, test, params.ingest.event_types, params.model.churn_horizon_days * 86400),
     }
     paths.eval_metrics.parent.mkdir(parents=True, exist_ok=True)

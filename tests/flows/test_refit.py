@@ -3,10 +3,10 @@ event up to the cut; the gate's decision still names the evaluated candidate."""
 
 import pandas as pd
 import pytest
-from seqops.features.lineage import lineage, render_lineage
-from seqops.models.release.registry import Registry
 
 from seqops.config import Paths
+from seqops.features.lineage import lineage, render_lineage
+from seqops.models.release.registry import Registry
 from tests.conftest import make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -22,7 +22,10 @@ def test_the_champion_is_the_refit_of_the_gated_candidate(tmp_path, seqops):
     assert candidate["decision"]["candidate"] == candidate["version"]  # the gate evaluated the candidate
     assert candidate["decision"]["verdict"] == "promote" and candidate["served_as"] == refit["version"]
     assert refit["refit_of"] == candidate["version"] and refit["refit_mode"] == "all"
-    assert refit["decision"]["candidate"] == candidate["version"] and refit["decision"]["adopted_from"] == candidate["version"]
+    assert (
+        refit["decision"]["candidate"] == candidate["version"]
+        and refit["decision"]["adopted_from"] == candidate["version"]
+    )
     assert registry.champion() == refit["version"]
     # the refit trained on every event up to the cut (each history as long as the features keep)
     sizes = pd.read_parquet(paths.events, columns=["user_id"]).value_counts()

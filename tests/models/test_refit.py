@@ -16,9 +16,20 @@ from tests.features.conftest import build_features, events_at
 from tests.models.registry_helpers import approve, fake_artifact
 
 # user 1: 5 events, user 2: 4 events, user 3: 3 events (items unique per user, so targets are traceable)
-EVENTS = [(1, 11, "0h"), (1, 12, "1h"), (1, 13, "2h"), (1, 14, "3h"), (1, 15, "4h"),
-          (2, 21, "0h30min"), (2, 22, "1h30min"), (2, 23, "2h30min"), (2, 24, "3h30min"),
-          (3, 31, "0h"), (3, 32, "5h"), (3, 33, "6h")]
+EVENTS = [
+    (1, 11, "0h"),
+    (1, 12, "1h"),
+    (1, 13, "2h"),
+    (1, 14, "3h"),
+    (1, 15, "4h"),
+    (2, 21, "0h30min"),
+    (2, 22, "1h30min"),
+    (2, 23, "2h30min"),
+    (2, 24, "3h30min"),
+    (3, 31, "0h"),
+    (3, 32, "5h"),
+    (3, 33, "6h"),
+]
 
 
 @pytest.fixture
@@ -35,7 +46,9 @@ def featured(project) -> Paths:
 def test_refit_rows_hold_the_held_out_events_of_every_user(featured):
     params = Params()
     splits = build_splits(featured, params.features.store_profile, params.evaluate)
-    held_out = {int(u): {int(v), int(t)} for u, v, t in zip(splits.test.users, splits.valid.targets, splits.test.targets)}
+    held_out = {
+        int(u): {int(v), int(t)} for u, v, t in zip(splits.test.users, splits.valid.targets, splits.test.targets)
+    }
     trained = {int(seq[0]) // 10: set(seq.tolist()) for seq in splits.train_seqs}
     assert all(not held_out[u] & trained.get(u, set()) for u in held_out)  # the candidate never saw them
 
@@ -56,7 +69,10 @@ def test_refit_rows_can_leave_out_the_last_event_or_stop_at_a_cut(featured):
     cut = events["ts"].min() + np.timedelta64(2, "h")
     assert refit_entities(events, through=cut)["user_id"].tolist() == [1, 2, 3]
     up_to_cut = refit_rows(params, featured, through=cut)
-    assert {int(u): s.tolist() for u, s in zip(up_to_cut.users, up_to_cut.seqs)} == {1: [11, 12, 13], 2: [21, 22]}  # user 3: one event, no row
+    assert {int(u): s.tolist() for u, s in zip(up_to_cut.users, up_to_cut.seqs)} == {
+        1: [11, 12, 13],
+        2: [21, 22],
+    }  # user 3: one event, no row
 
 
 def test_the_refit_adopts_the_candidates_decision_and_the_candidate_keeps_it(local, tmp_path):
