@@ -17,7 +17,8 @@ import numpy as np
 
 from seqops.config import GateParams, Paths
 from seqops.features.cleaning import DATA_ERRORS, DUPLICATES
-from seqops.models.release.registry import Registry, version_number
+from seqops.models.release.registry import Registry
+from seqops.models.release.registry_schema import version_number
 from seqops.models.training.evaluate import per_user
 
 BOOTSTRAP_SEED = 0  # the same candidate gated twice gets the same interval

@@ -11,7 +11,7 @@ one comes in, so a name can never become a path outside the registry.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -96,3 +96,26 @@ def describe(error: ValidationError) -> str:
     field = ".".join(str(part) for part in first["loc"]) or "the record"
     got = repr(first.get("input"))
     return f"{field}: {first['msg']} (got {got[:60] + '…' if len(got) > 60 else got})"
+
+
+def version_number(version: str) -> int:
+    """`v0012-ab12cd` → 12 (versions sort by number, also past v9999)."""
+    return int(version[1:].split("-")[0])
+
+
+def empty_pointer() -> dict:
+    return {"champion": None, "previous": [], "event": None}
+
+
+class Store(Protocol):
+    """Where the registry keeps its state. Writes happen only inside `locked()`."""
+
+    def locked(self) -> Any: ...
+    def get(self, version: str) -> dict | None: ...
+    def versions(self) -> list[dict]: ...
+    def put(self, meta: dict) -> None: ...
+    def pointer(self) -> dict: ...
+    def set_pointer(self, pointer: dict) -> None: ...
+    def audit(self) -> list[dict]: ...
+    def history(self) -> list[dict]: ...
+    def append_audit(self, entry: dict) -> None: ...

@@ -27,8 +27,15 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from seqops.models.release.registry import RegistryError, empty_pointer, version_number
-from seqops.models.release.registry_schema import AuditEntry, Pointer, VersionMeta, checked
+from seqops.models.release.registry_schema import (
+    AuditEntry,
+    Pointer,
+    RegistryError,
+    VersionMeta,
+    checked,
+    empty_pointer,
+    version_number,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seqops_registry_versions (
