@@ -120,6 +120,7 @@ def add_to_list(paths: Paths, raw_id: str) -> str:
 
 # --- the ingest hook ---------------------------------------------------------------------------
 
+
 def mark_erased(rows, rejected: list[pa.Table], files: list, erased: ErasureList) -> tuple[np.ndarray, list[pa.Table]]:
     """Give the rows of erased users the ERASED reason (ingest parks them like invalid rows, so they
     get no id and no event); drop them from the row-check rejects (which keep raw text) and redact
@@ -146,6 +147,7 @@ def known_users_without(users: pa.Table, erased: ErasureList) -> pa.Table:
 
 
 # --- scrubbing what is on disk -----------------------------------------------------------------
+
 
 @dataclass
 class Touched:
@@ -224,8 +226,9 @@ def scrub_files(paths: Paths, raw_id: str, user_int: int | None, touched: Touche
         elif _is_text(path):
             touched.add(path, paths, scrub_text(path, pattern))
         elif pattern.search(path.read_bytes()):
-            touched.notes.append(f"{path.relative_to(paths.project)}: names the user but is not text or Parquet; "
-                                 "not changed")
+            touched.notes.append(
+                f"{path.relative_to(paths.project)}: names the user but is not text or Parquet; not changed"
+            )
 
 
 def _is_text(path: Path) -> bool:
@@ -259,8 +262,9 @@ def delete_online_row(paths: Paths, user_int: int, profile: str = "local") -> in
             return 0
         table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
         with sqlite3.connect(db) as conn:
-            removed = conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?',
-                                   (serialize_entity_key(key, version),)).rowcount
+            removed = conn.execute(
+                f'DELETE FROM "{table}" WHERE entity_key = ?', (serialize_entity_key(key, version),)
+            ).rowcount
         conn.close()
         sqlite3.connect(db, isolation_level=None).execute("VACUUM").connection.close()
         return max(removed, 0)
@@ -269,8 +273,10 @@ def delete_online_row(paths: Paths, user_int: int, profile: str = "local") -> in
 
         client = RedisOnlineStore()._get_client(config.online_store)
         return int(client.delete(_redis_key(config.project, key, version)))
-    raise RuntimeError(f"online store {kind!r}: no delete path here; run `seqops materialize --full` after the "
-                       "next retrain, which rewrites every user that has features")
+    raise RuntimeError(
+        f"online store {kind!r}: no delete path here; run `seqops materialize --full` after the "
+        "next retrain, which rewrites every user that has features"
+    )
 
 
 def dvc(paths: Paths, *args: str) -> None:
@@ -294,9 +300,18 @@ def forget(paths: Paths, raw_id: str, reason: str, by: str | None = None, profil
         for folder in (paths.raw, erasure_dir(paths)):
             if folder.exists():
                 dvc(paths, "add", str(folder.relative_to(paths.project)))
-    append_audit(paths, {"at": now_iso(), "by": by or _actor(), "reason": reason, "user_hash": digest,
-                         "files": len(touched.files), "rows": sum(touched.files.values()),
-                         "online_rows": touched.online_rows})
+    append_audit(
+        paths,
+        {
+            "at": now_iso(),
+            "by": by or _actor(),
+            "reason": reason,
+            "user_hash": digest,
+            "files": len(touched.files),
+            "rows": sum(touched.files.values()),
+            "online_rows": touched.online_rows,
+        },
+    )
     return touched
 
 

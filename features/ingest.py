@@ -40,19 +40,38 @@ from seqops.features.reading import Reader, Rows
 from seqops.features.vocab import Known, first_row_category, item_categories, items_table, vocab_ids, vocab_table
 from seqops.io import atomic_path, file_md5
 
-__all__ = ["EVENT_COLUMNS", "QUARANTINE_COLUMNS", "RAW_COLUMNS", "REASONS", "IngestError", "IngestResult",
-           "counts_table", "ingest", "write_outputs"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "QUARANTINE_COLUMNS",
+    "RAW_COLUMNS",
+    "REASONS",
+    "IngestError",
+    "IngestResult",
+    "counts_table",
+    "ingest",
+    "write_outputs",
+]
 
 RAW_COLUMNS = SYNTHETIC_COLUMNS  # the synthetic layout (what `seqops generate` writes)
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "event_type", "value", "category", "session_id"]
 TEXT_EVENT_COLUMNS = ["event_type", "category"]  # dictionary-encoded
 
-EVENTS_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("ts", pa.timestamp("us", "UTC")),
-                           ("event_type", pa.string()), ("value", pa.float64()), ("category", pa.string()),
-                           ("session_id", pa.int64())])
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),
+        ("ts", pa.timestamp("us", "UTC")),
+        ("event_type", pa.string()),
+        ("value", pa.float64()),
+        ("category", pa.string()),
+        ("session_id", pa.int64()),
+    ]
+)
 
 
-def ingest(path: Path, p: IngestParams, paths: Paths, now: datetime | None = None, fmt: str | None = None) -> IngestResult:
+def ingest(
+    path: Path, p: IngestParams, paths: Paths, now: datetime | None = None, fmt: str | None = None
+) -> IngestResult:
     """Read every source of `path` in format `fmt` (default `p.format`); clean; build the outputs.
 
     `now` (default: the wall clock) is the reference for `future_timestamp`. The vocabularies of a
@@ -69,8 +88,10 @@ def ingest(path: Path, p: IngestParams, paths: Paths, now: datetime | None = Non
         for source in the_plan.sources:
             reader.read(source)
         result = _build(reader, the_plan, p, known, erased)
-        result.meta_files = [{"name": f.name, "path": str(f.resolve()), "size": f.stat().st_size, "md5": file_md5(f)}
-                             for f in the_plan.meta_files]
+        result.meta_files = [
+            {"name": f.name, "path": str(f.resolve()), "size": f.stat().st_size, "md5": file_md5(f)}
+            for f in the_plan.meta_files
+        ]
     return result
 
 
@@ -85,6 +106,7 @@ def write_outputs(result: IngestResult, paths: Paths) -> dict:
     """
     _check_publishable(result, paths)
     with ExitStack() as stack:  # on leaving: every rename (in reverse order), or, on an error, none
+
         def staged(path: Path) -> Path:
             return stack.enter_context(atomic_path(path))
 
@@ -92,9 +114,14 @@ def write_outputs(result: IngestResult, paths: Paths) -> dict:
         events = staged(paths.events)
         # dictionary-encoded types stay in the file, not in its schema: readers get plain strings
         # no min/max statistics for the text columns: arrow computes them from every row's value
-        pq.write_table(result.events_table, events, store_schema=False, use_dictionary=TEXT_EVENT_COLUMNS,
-                       write_statistics=[c for c in EVENT_COLUMNS if c not in TEXT_EVENT_COLUMNS],
-                       column_encoding={c: "DELTA_BINARY_PACKED" for c in ("user_id", "ts", "session_id")})
+        pq.write_table(
+            result.events_table,
+            events,
+            store_schema=False,
+            use_dictionary=TEXT_EVENT_COLUMNS,
+            write_statistics=[c for c in EVENT_COLUMNS if c not in TEXT_EVENT_COLUMNS],
+            column_encoding={c: "DELTA_BINARY_PACKED" for c in ("user_id", "ts", "session_id")},
+        )
         pq.write_table(result.quarantine_table, staged(paths.quarantine))
         pq.write_table(result.users_table, staged(paths.vocab / "users.parquet"))
         pq.write_table(result.items_table, staged(paths.vocab / "items.parquet"))
@@ -139,8 +166,9 @@ class IngestResult:
         return self.items_table.to_pandas()
 
 
-def _build(r: Reader, the_plan: Plan, p: IngestParams, known: Known,
-           erased: erasure.ErasureList = erasure.ErasureList()) -> IngestResult:
+def _build(
+    r: Reader, the_plan: Plan, p: IngestParams, known: Known, erased: erasure.ErasureList = erasure.ErasureList()
+) -> IngestResult:
     rows = r.finish()
     erased_rows, r.rejected = erasure.mark_erased(rows, r.rejected, r.files, erased)
     n_valid = _park_invalid(rows)
@@ -155,20 +183,27 @@ def _build(r: Reader, the_plan: Plan, p: IngestParams, known: Known,
     session = cleaning.sessions(kept.user, kept.ts, p.session_gap_s)
     events = _events_table(rows, kept, iid_of, names, item_cat, session, p.event_types)
     stats = cleaning.statistics(kept.user, kept.item, kept.ts, kept.event, session, p.event_types, p.session_gap_s)
-    kept_per_file = np.bincount(np.searchsorted([f.start for f in r.files], kept.at, side="right") - 1,
-                                minlength=len(r.files))
+    kept_per_file = np.bincount(
+        np.searchsorted([f.start for f in r.files], kept.at, side="right") - 1, minlength=len(r.files)
+    )
     counts = reason_counts(r.files, rows, len(kept.at))
     files = file_entries(r.files, kept_per_file, rows.reason)
     if erased:
         counts["erased"] = int(erased_rows.sum())  # read == kept + the reasons + erased
         for f, entry in zip(r.files, files):
-            entry["rows_erased"] = int(erased_rows[f.start:f.start + f.rows].sum())
+            entry["rows_erased"] = int(erased_rows[f.start : f.start + f.rows].sum())
             entry["rows_quarantined"] -= entry["rows_erased"]
-    return IngestResult(events, quarantine_table(r.files, r.rejected, rows, names, item_cat, p.event_types),
-                        counts,
-                        vocab_table(uid_of[:-1], rows.user_ids, "user_id", known.users),
-                        items_table(iid_of[:-1], rows, names, item_cat, meta, known.items),
-                        stats=stats, files=files, format=the_plan.format, params=p)
+    return IngestResult(
+        events,
+        quarantine_table(r.files, r.rejected, rows, names, item_cat, p.event_types),
+        counts,
+        vocab_table(uid_of[:-1], rows.user_ids, "user_id", known.users),
+        items_table(iid_of[:-1], rows, names, item_cat, meta, known.items),
+        stats=stats,
+        files=files,
+        format=the_plan.format,
+        params=p,
+    )
 
 
 def _park_invalid(rows: Rows) -> int:
@@ -212,8 +247,9 @@ def _clean(rows: Rows, n_valid: int, uid_of: np.ndarray, iid_of: np.ndarray, p: 
         reason = cleaning.kcore(user, item, p.min_user_events, p.min_item_events, p.kcore_iterative)
     else:
         alive = np.flatnonzero(reason == 0)
-        reason[alive] = cleaning.kcore(user[alive], item[alive], p.min_user_events, p.min_item_events,
-                                       p.kcore_iterative)
+        reason[alive] = cleaning.kcore(
+            user[alive], item[alive], p.min_user_events, p.min_item_events, p.kcore_iterative
+        )
     rows.reason[at] = reason
     keep = reason == 0
     if keep.all():
@@ -221,8 +257,15 @@ def _clean(rows: Rows, n_valid: int, uid_of: np.ndarray, iid_of: np.ndarray, p: 
     return Kept(at[keep], user[keep], item[keep], ts[keep], event[keep])
 
 
-def _events_table(rows: Rows, kept: Kept, iid_of: np.ndarray, names: pa.Array, item_cat: np.ndarray,
-                  session: np.ndarray, event_types: list[str]) -> pa.Table:
+def _events_table(
+    rows: Rows,
+    kept: Kept,
+    iid_of: np.ndarray,
+    names: pa.Array,
+    item_cat: np.ndarray,
+    session: np.ndarray,
+    event_types: list[str],
+) -> pa.Table:
     """The canonical events (EVENT_COLUMNS); event type and category dictionary-encoded."""
     by_iid = np.zeros(int(iid_of.max(initial=0)) + 1, dtype=np.int64)
     by_iid[iid_of] = item_cat  # category code by item id (unused id 0 takes the codes without an id)
@@ -231,14 +274,17 @@ def _events_table(rows: Rows, kept: Kept, iid_of: np.ndarray, names: pa.Array, i
         own = rows.category[kept.at]
         category = own if (own >= 0).all() else np.where(own >= 0, own, category)
     value = rows.value[kept.at] if rows.value is not None else np.full(len(kept.ts), np.nan)
-    return pa.table({
-        "user_id": pa.array(kept.user, pa.int64()), "item_id": pa.array(kept.item, pa.int64()),
-        "ts": pa.array(kept.ts, pa.int64()).cast(pa.timestamp("us", "UTC")),
-        "event_type": pa.DictionaryArray.from_arrays(pa.array(kept.event), pa.array(event_types, pa.string())),
-        "value": pa.array(value),
-        "category": pa.DictionaryArray.from_arrays(pa.array(category.astype(np.int32)), names),
-        "session_id": pa.array(session),
-    })
+    return pa.table(
+        {
+            "user_id": pa.array(kept.user, pa.int64()),
+            "item_id": pa.array(kept.item, pa.int64()),
+            "ts": pa.array(kept.ts, pa.int64()).cast(pa.timestamp("us", "UTC")),
+            "event_type": pa.DictionaryArray.from_arrays(pa.array(kept.event), pa.array(event_types, pa.string())),
+            "value": pa.array(value),
+            "category": pa.DictionaryArray.from_arrays(pa.array(category.astype(np.int32)), names),
+            "session_id": pa.array(session),
+        }
+    )
 
 
 def _check_publishable(result: IngestResult, paths: Paths) -> None:
@@ -250,8 +296,10 @@ def _check_publishable(result: IngestResult, paths: Paths) -> None:
     if counts.get("too_few_user_events"):
         why += f" (k-core: ingest.min_user_events is {result.params.min_user_events})"
     read = counts["read"]
-    raise IngestError(f"no event kept of {read:,} row{'' if read == 1 else 's'} read ({why}); nothing was written: "
-                      f"the previous snapshot in {paths.events.parent} is unchanged")
+    raise IngestError(
+        f"no event kept of {read:,} row{'' if read == 1 else 's'} read ({why}); nothing was written: "
+        f"the previous snapshot in {paths.events.parent} is unchanged"
+    )
 
 
 def metrics_of(result: IngestResult) -> dict:
@@ -260,9 +308,13 @@ def metrics_of(result: IngestResult) -> dict:
     normal in click logs) and from those a cleaning policy removed (`filtered`: rating threshold,
     k-core), then the statistics of the kept events."""
     counts = result.counts
-    return {**counts, "invalid": sum(counts[r] for r in cleaning.DATA_ERRORS),
-            "duplicates": sum(counts[r] for r in cleaning.DUPLICATES),
-            "filtered": sum(counts[r] for r in cleaning.FILTERS), "stats": result.stats}
+    return {
+        **counts,
+        "invalid": sum(counts[r] for r in cleaning.DATA_ERRORS),
+        "duplicates": sum(counts[r] for r in cleaning.DUPLICATES),
+        "filtered": sum(counts[r] for r in cleaning.FILTERS),
+        "stats": result.stats,
+    }
 
 
 def counts_table(counts: dict[str, int]) -> str:

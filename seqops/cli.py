@@ -19,15 +19,20 @@ from seqops.cli_registry import print_decision, registry_app
 from seqops.cli_shared import ActorOpt, ExpectedErrors, ProjectOpt, console, fail, setup
 from seqops.config import project_paths
 
-app = typer.Typer(help="seqops: learn from user-behaviour sequences and serve what is learned.", no_args_is_help=True,
-                  cls=ExpectedErrors)
+app = typer.Typer(
+    help="seqops: learn from user-behaviour sequences and serve what is learned.",
+    no_args_is_help=True,
+    cls=ExpectedErrors,
+)
 app.add_typer(registry_app)
 
 
 @app.command()
-def generate(batch: int = typer.Option(0, help="batch number (time window)"),
-             drift: Optional[float] = typer.Option(None, help="override data.synthetic.drift (0..1)"),
-             project: Path = ProjectOpt) -> None:
+def generate(
+    batch: int = typer.Option(0, help="batch number (time window)"),
+    drift: Optional[float] = typer.Option(None, help="override data.synthetic.drift (0..1)"),
+    project: Path = ProjectOpt,
+) -> None:
     """Write a synthetic batch of raw events into the landing folder."""
     from seqops.features.synthetic import write_batch
 
@@ -37,15 +42,21 @@ def generate(batch: int = typer.Option(0, help="batch number (time window)"),
 
 
 @app.command()
-def ingest(fmt: Optional[str] = typer.Option(None, "--format", help="one-off override of ingest.format: "
-                                             "synthetic, taobao, retailrocket, movielens, sasrec or csv"),
-           path: Optional[Path] = typer.Option(None, "--path", help="file or folder to read (default: .seqops/data/raw)"),
-           project: Path = ProjectOpt) -> None:
+def ingest(
+    fmt: Optional[str] = typer.Option(
+        None,
+        "--format",
+        help="one-off override of ingest.format: synthetic, taobao, retailrocket, movielens, sasrec or csv",
+    ),
+    path: Optional[Path] = typer.Option(None, "--path", help="file or folder to read (default: .seqops/data/raw)"),
+    project: Path = ProjectOpt,
+) -> None:
     """Event logs → canonical events, quarantine, vocabularies, manifest, data report (DVC stage)."""
     import time
 
     from seqops.config import INGEST_FORMATS
-    from seqops.features.ingest import counts_table, ingest as run_ingest, write_outputs
+    from seqops.features.ingest import counts_table, write_outputs
+    from seqops.features.ingest import ingest as run_ingest
     from seqops.features.lineage import data_report, write_manifest
 
     params, paths = setup(project)
@@ -57,18 +68,24 @@ def ingest(fmt: Optional[str] = typer.Option(None, "--format", help="one-off ove
     manifest = write_manifest(result, paths, params.ingest)
     seconds = time.perf_counter() - started
     console.print(counts_table(result.counts), highlight=False)
-    console.print(f"{result.format}: {len(result.files)} file(s), {result.counts['read']:,} rows in {seconds:.1f} s "
-                  f"→ {paths.events} (md5 {manifest['events_md5']}); quarantine → {paths.quarantine}", highlight=False)
+    console.print(
+        f"{result.format}: {len(result.files)} file(s), {result.counts['read']:,} rows in {seconds:.1f} s "
+        f"→ {paths.events} (md5 {manifest['events_md5']}); quarantine → {paths.quarantine}",
+        highlight=False,
+    )
     if params.ingest.data_report:
         console.print(f"data report: {data_report(paths, manifest['events_md5'])}", highlight=False)
 
 
 @app.command()
-def lineage(version: str = typer.Argument(..., help="registered model version (see `seqops models`)"),
-            as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON"),
-            project: Path = ProjectOpt) -> None:
+def lineage(
+    version: str = typer.Argument(..., help="registered model version (see `seqops models`)"),
+    as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON"),
+    project: Path = ProjectOpt,
+) -> None:
     """What produced a model: data version (and whether DVC has it), source files and hashes, params, metrics."""
-    from seqops.features.lineage import lineage as model_lineage, render_lineage
+    from seqops.features.lineage import lineage as model_lineage
+    from seqops.features.lineage import render_lineage
     from seqops.models.release.registry import Registry
 
     params, paths = setup(project)
@@ -95,7 +112,9 @@ def train(project: Path = ProjectOpt) -> None:
 
     params, paths = setup(project)
     meta = train_stage(params, paths)
-    console.print(f"candidate → {paths.candidate} (best epoch {meta['best_epoch']}, warm start from {meta['parent_version']})")
+    console.print(
+        f"candidate → {paths.candidate} (best epoch {meta['best_epoch']}, warm start from {meta['parent_version']})"
+    )
 
 
 @app.command()
@@ -115,10 +134,12 @@ def evaluate(project: Path = ProjectOpt) -> None:
 
 
 @app.command()
-def retrain(batch: Optional[int] = typer.Option(None, help="batch to land (default: the next one)"),
-            drift: Optional[float] = typer.Option(None, help="drift of the landed batch (0..1)"),
-            land: bool = typer.Option(True, help="land a new synthetic batch first"),
-            project: Path = ProjectOpt) -> None:
+def retrain(
+    batch: Optional[int] = typer.Option(None, help="batch to land (default: the next one)"),
+    drift: Optional[float] = typer.Option(None, help="drift of the landed batch (0..1)"),
+    land: bool = typer.Option(True, help="land a new synthetic batch first"),
+    project: Path = ProjectOpt,
+) -> None:
     """Run the Prefect retrain flow once (ephemeral Prefect unless PREFECT_API_URL is set)."""
     setup(project)
     from seqops.flows.retrain import retrain as retrain_flow
@@ -127,8 +148,10 @@ def retrain(batch: Optional[int] = typer.Option(None, help="batch to land (defau
 
 
 @app.command()
-def monitor(trigger: bool = typer.Option(True, help="start a retrain when drift passes the threshold"),
-            project: Path = ProjectOpt) -> None:
+def monitor(
+    trigger: bool = typer.Option(True, help="start a retrain when drift passes the threshold"),
+    project: Path = ProjectOpt,
+) -> None:
     """Run the monitor flow once: fresh landed events vs the champion's training data."""
     setup(project)
     from seqops.flows.monitor import monitor as monitor_flow
@@ -153,31 +176,51 @@ def served_cell(row: dict) -> str:
 
 
 @app.command("simulate-week")
-def simulate_week(days: int = typer.Option(7, help="days to simulate (one synthetic batch each)"),
-                  drift_day: int = typer.Option(4, help="first day whose events drift"),
-                  bad_day: Optional[int] = typer.Option(5, help="day whose retrain runs a bad params.yaml change (-1: none)"),
-                  drift: float = typer.Option(0.5, help="drift size from drift_day on"),
-                  project: Path = ProjectOpt) -> None:
+def simulate_week(
+    days: int = typer.Option(7, help="days to simulate (one synthetic batch each)"),
+    drift_day: int = typer.Option(4, help="first day whose events drift"),
+    bad_day: Optional[int] = typer.Option(5, help="day whose retrain runs a bad params.yaml change (-1: none)"),
+    drift: float = typer.Option(0.5, help="drift size from drift_day on"),
+    project: Path = ProjectOpt,
+) -> None:
     """Drive a week of monitor + retrain with direct triggers; prints the story (set
     data.synthetic.days_per_batch: 1 for day-sized batches)."""
     setup(project)
     from seqops.flows.week import simulate_week as week_flow
 
-    story = week_flow(project=str(project.resolve()), days=days, drift_day=drift_day,
-                      bad_day=None if bad_day is not None and bad_day < 0 else bad_day, drift=drift)
-    table = Table("day", "drift", "monitor", "drift share", "retrain by", "candidate", "gate", "served (refit)", "champion after")
+    story = week_flow(
+        project=str(project.resolve()),
+        days=days,
+        drift_day=drift_day,
+        bad_day=None if bad_day is not None and bad_day < 0 else bad_day,
+        drift=drift,
+    )
+    table = Table(
+        "day", "drift", "monitor", "drift share", "retrain by", "candidate", "gate", "served (refit)", "champion after"
+    )
     for row in story:
         share = "-" if row["drift_share"] is None else f"{row['drift_share']:.2f}"
         verdict = f"[{'green' if row['verdict'] == 'promote' else 'red'}]{row['verdict']}[/]"
-        table.add_row(str(row["day"]), f"{row['drift']:.1f}" + (" +bad params" if row["bad_params"] else ""),
-                      row["monitor"], share, row["trigger"], row["candidate"], verdict, served_cell(row), row["champion"])
+        table.add_row(
+            str(row["day"]),
+            f"{row['drift']:.1f}" + (" +bad params" if row["bad_params"] else ""),
+            row["monitor"],
+            share,
+            row["trigger"],
+            row["candidate"],
+            verdict,
+            served_cell(row),
+            row["champion"],
+        )
     console.print(table)
     console.print(f"story: {project_paths(project).reports / 'week.json'}; audit log: `seqops history`")
 
 
 @app.command("serve-flows")
-def serve_flows(schedules: bool = typer.Option(True, help="attach the schedules from params.yaml (flows:)"),
-                project: Path = ProjectOpt) -> None:
+def serve_flows(
+    schedules: bool = typer.Option(True, help="attach the schedules from params.yaml (flows:)"),
+    project: Path = ProjectOpt,
+) -> None:
     """Deploy retrain/materialize/monitor to the Prefect server at PREFECT_API_URL and serve them."""
     setup(project)
     if not os.environ.get("PREFECT_API_URL"):
@@ -188,7 +231,9 @@ def serve_flows(schedules: bool = typer.Option(True, help="attach the schedules 
 
 
 @app.command()
-def serve(port: Optional[int] = typer.Option(None, help="port (default: serving.port)"), project: Path = ProjectOpt) -> None:
+def serve(
+    port: Optional[int] = typer.Option(None, help="port (default: serving.port)"), project: Path = ProjectOpt
+) -> None:
     """Start the BentoML service for the champion (`bentoml serve`)."""
     params, paths = setup(project)
     from seqops.serving.launch import serve_command
@@ -198,8 +243,10 @@ def serve(port: Optional[int] = typer.Option(None, help="port (default: serving.
 
 
 @app.command()
-def build(source: Path = typer.Option(Path(__file__).resolve().parents[1], help="seqops source tree to package"),
-          project: Path = ProjectOpt) -> None:
+def build(
+    source: Path = typer.Option(Path(__file__).resolve().parents[1], help="seqops source tree to package"),
+    project: Path = ProjectOpt,
+) -> None:
     """Package the champion as a Bento (`bentoml build`); then `bentoml containerize TAG`."""
     from seqops.serving.package import build_bento
 
@@ -208,7 +255,9 @@ def build(source: Path = typer.Option(Path(__file__).resolve().parents[1], help=
         tag = build_bento(paths, source)
     except RuntimeError as exc:
         fail(str(exc))
-    console.print(f"built Bento {tag} (BENTOML_HOME={paths.bentoml_home}); containerize with `bentoml containerize {tag}`")
+    console.print(
+        f"built Bento {tag} (BENTOML_HOME={paths.bentoml_home}); containerize with `bentoml containerize {tag}`"
+    )
 
 
 @app.command()
@@ -221,11 +270,13 @@ def demo(project: Path = ProjectOpt) -> None:
 
 
 @app.command("forget-user")
-def forget_user(user_id: str = typer.Argument(..., help="the user's raw id, as in the raw data"),
-                reason: str = typer.Option(..., help="why (recorded in the erasure audit, without the id)"),
-                actor: Optional[str] = ActorOpt,
-                purge: bool = typer.Option(False, help="also `purge-snapshots` now (else: after the next retrain)"),
-                project: Path = ProjectOpt) -> None:
+def forget_user(
+    user_id: str = typer.Argument(..., help="the user's raw id, as in the raw data"),
+    reason: str = typer.Option(..., help="why (recorded in the erasure audit, without the id)"),
+    actor: Optional[str] = ActorOpt,
+    purge: bool = typer.Option(False, help="also `purge-snapshots` now (else: after the next retrain)"),
+    project: Path = ProjectOpt,
+) -> None:
     """Forget a user (right to erasure): erasure list, raw/landing/log files, events, features, online
     store, model reference summaries; audited in .seqops/registry/erasures.jsonl. The next retrain
     trains without them; then `seqops purge-snapshots` drops the old DVC versions."""
@@ -239,9 +290,10 @@ def forget_user(user_id: str = typer.Argument(..., help="the user's raw id, as i
     console.print(f"  online store: {touched.online_rows} row(s) removed")
     for note in touched.notes:
         console.print(f"  note: {note}", highlight=False)
-    console.print(f"forgotten: {len(touched.files)} file(s) changed; audited in {erasure.audit_path(paths)}; "
-                  "the next `seqops retrain` trains without them" + ("" if purge else
-                                                                        ", then run `seqops purge-snapshots`"))
+    console.print(
+        f"forgotten: {len(touched.files)} file(s) changed; audited in {erasure.audit_path(paths)}; "
+        "the next `seqops retrain` trains without them" + ("" if purge else ", then run `seqops purge-snapshots`")
+    )
     if purge:
         purge_snapshots(project)
 

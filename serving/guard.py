@@ -154,8 +154,11 @@ class Guard:
         self.limiter = RateLimiter(params.rate_limit_per_s, params.rate_burst)
         self.token_key = f"token:{hashlib.sha256(token.encode()).hexdigest()[:12]}" if token else None
         if params.auth != "off" and token is None:
-            log.warning("serving.auth is %r but $%s and serving.token_file give no token: every route is open",
-                        params.auth, params.token_env)
+            log.warning(
+                "serving.auth is %r but $%s and serving.token_file give no token: every route is open",
+                params.auth,
+                params.token_env,
+            )
 
     def needs_token(self, method: str, path: str) -> bool:
         if path in ADMIN:
@@ -166,7 +169,11 @@ class Guard:
 
     def authenticated(self, headers) -> bool:
         offered = bearer(headers)
-        return offered is not None and self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())
+        return (
+            offered is not None
+            and self.token is not None
+            and hmac.compare_digest(offered.encode(), self.token.encode())
+        )
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -175,24 +182,38 @@ class Guard:
         path, headers = scope["path"], scope["headers"]
         declared = content_length(headers)
         if declared is not None and declared > self.params.max_body_bytes:
-            await self._refuse(scope, receive, send, refusal(413, f"request body over {self.params.max_body_bytes} bytes"))
+            await self._refuse(
+                scope, receive, send, refusal(413, f"request body over {self.params.max_body_bytes} bytes")
+            )
             return
         trusted = self.authenticated(headers)
         if self.needs_token(scope["method"], path) and not trusted:
-            await self._refuse(scope, receive, send, refusal(401, "a valid bearer token is required (Authorization: Bearer ...)",
-                                                              {"WWW-Authenticate": "Bearer"}))
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                refusal(
+                    401, "a valid bearer token is required (Authorization: Bearer ...)", {"WWW-Authenticate": "Bearer"}
+                ),
+            )
             return
         client = self.token_key if trusted else f"addr:{(scope.get('client') or ('unknown',))[0]}"
         if path not in PROBES:
             wait = self.limiter.wait_s(client)
             if wait > 0:
-                await self._refuse(scope, receive, send, refusal(429, "too many requests from this client",
-                                                                  {"Retry-After": str(max(1, math.ceil(wait)))}))
+                await self._refuse(
+                    scope,
+                    receive,
+                    send,
+                    refusal(429, "too many requests from this client", {"Retry-After": str(max(1, math.ceil(wait)))}),
+                )
                 return
         try:
             body = await read_body(receive, self.params.max_body_bytes)
         except BodyTooLarge:
-            await self._refuse(scope, receive, send, refusal(413, f"request body over {self.params.max_body_bytes} bytes"))
+            await self._refuse(
+                scope, receive, send, refusal(413, f"request body over {self.params.max_body_bytes} bytes")
+            )
             return
         CLIENT.set(client)
         await self.app(scope, replay(body, receive), send)

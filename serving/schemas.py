@@ -26,8 +26,17 @@ import time
 from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
 
 from bentoml import IODescriptor
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from seqops.config import ConfigError, Params, load_params, project_paths
@@ -58,8 +67,10 @@ def _plain_text(value: Any) -> Any:
     """Say what is wrong with text the pattern refuses (the pattern then still checks it)."""
     if isinstance(value, str):
         if found := _CONTROL_CHAR.search(value):
-            raise ValueError(f"control character {found.group()!r} at position {found.start()} "
-                             "(no CR, LF, NUL, TAB or other control characters in ids and names)")
+            raise ValueError(
+                f"control character {found.group()!r} at position {found.start()} "
+                "(no CR, LF, NUL, TAB or other control characters in ids and names)"
+            )
         if value != value.strip():
             raise ValueError("leading or trailing blanks")
     return value
@@ -67,16 +78,26 @@ def _plain_text(value: Any) -> Any:
 
 def _not_a_formula(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in tuple(FORMULA_START):
-        raise ValueError(f"ids stored by /events cannot start with {' '.join(FORMULA_START)} "
-                         "(a spreadsheet would run them as a formula)")
+        raise ValueError(
+            f"ids stored by /events cannot start with {' '.join(FORMULA_START)} "
+            "(a spreadsheet would run them as a formula)"
+        )
     return value
 
 
 # Validators listed last run first: plain-text checks, then the formula check, then the constraints.
-Text = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=TEXT_PATTERN), BeforeValidator(_plain_text)]
-RawId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=TEXT_PATTERN), BeforeValidator(_plain_text)]
-StoredId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=STORED_ID_PATTERN),
-                     BeforeValidator(_not_a_formula), BeforeValidator(_plain_text)]
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=TEXT_PATTERN), BeforeValidator(_plain_text)
+]
+RawId = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=TEXT_PATTERN), BeforeValidator(_plain_text)
+]
+StoredId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=STORED_ID_PATTERN),
+    BeforeValidator(_not_a_formula),
+    BeforeValidator(_plain_text),
+]
 
 
 def name_fields(exc: ValidationError, model: str) -> ValidationError:
@@ -87,9 +108,15 @@ def name_fields(exc: ValidationError, model: str) -> ValidationError:
     parts = [f"field{'s' if len(fields) > 1 else ''}: {', '.join(fields)}"] if fields else []
     parts += sorted({e["msg"].removeprefix("Value error, ") for e in errors if not e["loc"]})  # whole-body rules
     title = f"{model} ({'; '.join(parts)})"
-    details = [{"type": PydanticCustomError(e["type"], e["msg"]) if e["type"] == UNPROCESSABLE else e["type"],
-                "loc": e["loc"], "input": e.get("input"), **({"ctx": e["ctx"]} if "ctx" in e else {})}
-               for e in errors]
+    details = [
+        {
+            "type": PydanticCustomError(e["type"], e["msg"]) if e["type"] == UNPROCESSABLE else e["type"],
+            "loc": e["loc"],
+            "input": e.get("input"),
+            **({"ctx": e["ctx"]} if "ctx" in e else {}),
+        }
+        for e in errors
+    ]
     try:
         return ValidationError.from_exception_data(title, details)
     except Exception:  # noqa: BLE001 - an error type pydantic cannot rebuild: keep the original
@@ -109,8 +136,9 @@ def refusal_of(exc: ValidationError, model: str) -> Refusal:
     errors = exc.errors(include_context=False, include_input=False, include_url=False)
     status = 422 if errors and all(e["type"] == UNPROCESSABLE for e in errors) else 400
     count = len(errors)
-    return Refusal(status, {"error": f"{count} validation error{'s' if count != 1 else ''} for {exc.title}",
-                            "detail": errors})
+    return Refusal(
+        status, {"error": f"{count} validation error{'s' if count != 1 else ''} for {exc.title}", "detail": errors}
+    )
 
 
 def unprocessable(message: str) -> PydanticCustomError:
@@ -145,9 +173,16 @@ class Strict(IODescriptor):
 # "Exactly one of user_id or items; event_types only with items", as a schema can say it (each branch
 # names the other fields null or absent, so a body matches at most one).
 ONE_HISTORY = [
-    {"title": "by user", "required": ["user_id"],
-     "properties": {"user_id": {"type": "string"}, "items": {"type": "null"}, "event_types": {"type": "null"}}},
-    {"title": "by items", "required": ["items"], "properties": {"items": {"type": "array"}, "user_id": {"type": "null"}}},
+    {
+        "title": "by user",
+        "required": ["user_id"],
+        "properties": {"user_id": {"type": "string"}, "items": {"type": "null"}, "event_types": {"type": "null"}},
+    },
+    {
+        "title": "by items",
+        "required": ["items"],
+        "properties": {"items": {"type": "array"}, "user_id": {"type": "null"}},
+    },
 ]
 
 
@@ -159,10 +194,14 @@ class HistoryRequest(Strict):
 
     user_id: Optional[RawId] = Field(None, description="the user's id as in the event logs")
     items: Optional[list[RawId]] = Field(
-        None, min_length=1, max_length=MAX_HISTORY,
-        description="recent item ids (as in the logs), oldest first; instead of user_id")
+        None,
+        min_length=1,
+        max_length=MAX_HISTORY,
+        description="recent item ids (as in the logs), oldest first; instead of user_id",
+    )
     event_types: Optional[list[EventType]] = Field(
-        None, min_length=1, max_length=MAX_HISTORY, description="event type of each item in `items` (same length)")
+        None, min_length=1, max_length=MAX_HISTORY, description="event type of each item in `items` (same length)"
+    )
 
     @model_validator(mode="after")
     def _one_history(self):
@@ -172,7 +211,9 @@ class HistoryRequest(Strict):
             if self.items is None:
                 raise ValueError("`event_types` needs `items`")
             if len(self.event_types) != len(self.items):
-                raise unprocessable(f"`event_types` has {len(self.event_types)} entries but `items` has {len(self.items)}")
+                raise unprocessable(
+                    f"`event_types` has {len(self.event_types)} entries but `items` has {len(self.items)}"
+                )
         return self
 
 
@@ -227,7 +268,8 @@ class Event(Strict):
     item_id: StoredId
     event_type: EventType
     timestamp: Optional[float] = Field(
-        None, ge=0, allow_inf_nan=False, description="unix seconds; default: when the service receives it")
+        None, ge=0, allow_inf_nan=False, description="unix seconds; default: when the service receives it"
+    )
 
     @field_validator("timestamp")
     @classmethod
@@ -244,7 +286,9 @@ class EventsRequest(Strict):
 class UserUpdate(IODescriptor):
     user_id: str
     n_events: int = Field(description="the user's event count after these events")
-    new_user: bool = Field(description="not in the trained vocabulary: kept under a provisional key until the next retrain")
+    new_user: bool = Field(
+        description="not in the trained vocabulary: kept under a provisional key until the next retrain"
+    )
 
 
 class EventsResponse(IODescriptor):
@@ -289,4 +333,3 @@ class ErrorBody(BaseModel):
 
     error: str
     detail: list[ErrorDetail] = []
-

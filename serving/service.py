@@ -49,8 +49,8 @@ from starlette.responses import JSONResponse, Response
 from seqops.config import Params, ServingParams, load_params, project_paths
 from seqops.models.release.registry import use_bentoml_home
 from seqops.serving.batcher import MicroBatcher
-from seqops.serving.engine import Engine, RequestError, engine_executor
 from seqops.serving.edge import Edge
+from seqops.serving.engine import Engine, RequestError, engine_executor
 from seqops.serving.guard import CLIENT, Guard, load_token
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
 from seqops.serving.schemas import (
@@ -72,7 +72,9 @@ log = logging.getLogger("seqops.serving")
 # champion answers, one line per client error) belong in the server log too.
 log.setLevel(logging.INFO)
 OVERRIDES_ENV = "SEQOPS_SERVING_OVERRIDES"
-LOGGED_MESSAGE_CHARS = 300  # a client chooses the text of its errors (field names): the log gets a bounded, quoted excerpt
+LOGGED_MESSAGE_CHARS = (
+    300  # a client chooses the text of its errors (field names): the log gets a bounded, quoted excerpt
+)
 
 
 def serving_params(params: Params) -> Params:
@@ -90,10 +92,13 @@ PARAMS = serving_params(load_params(PATHS.project / "params.yaml"))
 use_bentoml_home(PATHS)
 
 FALLBACKS = bentoml.metrics.Counter(
-    name="seqops_fallback_total", documentation="answers given by the popularity fallback", labelnames=["reason"])
+    name="seqops_fallback_total", documentation="answers given by the popularity fallback", labelnames=["reason"]
+)
 BATCH_SIZE = bentoml.metrics.Histogram(
-    name="seqops_batch_size", documentation="requests scored per forward pass",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    name="seqops_batch_size",
+    documentation="requests scored per forward pass",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 EVENTS = bentoml.metrics.Counter(name="seqops_events_total", documentation="events accepted by POST /events")
 
 
@@ -146,8 +151,12 @@ class Recommender:
         # thread buys no parallelism, only GIL hand-offs (each costs up to the 5 ms switch interval
         # while the loop is busy parsing requests). serving.engine_thread switches to a thread.
         self.executor = engine_executor(PARAMS.serving.torch_threads) if PARAMS.serving.engine_thread else None
-        self.batcher = MicroBatcher(self._score_batch, self.executor,
-                                    max_batch_size=PARAMS.serving.max_batch_size, max_wait_ms=PARAMS.serving.max_wait_ms)
+        self.batcher = MicroBatcher(
+            self._score_batch,
+            self.executor,
+            max_batch_size=PARAMS.serving.max_batch_size,
+            max_wait_ms=PARAMS.serving.max_wait_ms,
+        )
         self.request_log = RequestLog(PATHS.logs / "requests", enabled=PARAMS.serving.request_log)
         adopt_orphans(PATHS.landing)  # events acknowledged by workers that died before closing their file
         self.landing = EventLanding(PATHS.landing)
@@ -179,19 +188,21 @@ class Recommender:
 
     def _log(self, endpoint: str, started: float, body: dict, user: str | None, status: int = 200) -> None:
         """One request-log line per answer, written before the answer leaves."""
-        self.request_log.add({
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "endpoint": endpoint,
-            "user_id": user,
-            "status": status,
-            "model_version": body.get("model_version"),
-            "items": body.get("items"),
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "fallback": body.get("fallback", False),
-            "fallback_reason": body.get("fallback_reason"),
-            "client": CLIENT.get(),  # address or token hash (serving/guard.py): the monitor weighs clients, not requests
-            **({"error": body["error"][:LOGGED_MESSAGE_CHARS]} if "error" in body else {}),
-        })
+        self.request_log.add(
+            {
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "endpoint": endpoint,
+                "user_id": user,
+                "status": status,
+                "model_version": body.get("model_version"),
+                "items": body.get("items"),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "fallback": body.get("fallback", False),
+                "fallback_reason": body.get("fallback_reason"),
+                "client": CLIENT.get(),  # address or token hash (serving/guard.py): the monitor weighs clients, not requests
+                **({"error": body["error"][:LOGGED_MESSAGE_CHARS]} if "error" in body else {}),
+            }
+        )
 
     def _error(self, endpoint: str, started: float, status: int, body: dict, user: str | None = None) -> Response:
         """Answer a refusal or an engine error: one log line, one request-log line, the JSON body."""
@@ -289,8 +300,12 @@ class Recommender:
         if request.refusal:
             return self._error("admin/forget", started, *request.refusal)
         touched = await self._on_engine(self._forget, request.user_id, request.reason)
-        body = {"user_hash": touched.user_hash, "files": len(touched.files), "rows": sum(touched.files.values()),
-                "online_rows": touched.online_rows}
+        body = {
+            "user_hash": touched.user_hash,
+            "files": len(touched.files),
+            "rows": sum(touched.files.values()),
+            "online_rows": touched.online_rows,
+        }
         self._log("admin/forget", started, {}, None)
         return json_response(body)
 
@@ -301,12 +316,15 @@ class Recommender:
         # an open descriptor would go on writing to the replaced one (other workers: see docs/security.md)
         self.request_log.close()
         self.landing.rotate(force=True)
-        touched = erasure.forget(PATHS, user_id, reason, by=CLIENT.get() or "api",
-                                 profile=PARAMS.features.store_profile)
+        touched = erasure.forget(
+            PATHS, user_id, reason, by=CLIENT.get() or "api", profile=PARAMS.features.store_profile
+        )
         self.engine.vocab.refresh(force=True)
         return touched
 
-    @metadata_app.api_route("/metadata", methods=["GET", "POST"], response_model=Metadata)  # POST: old clients, deprecated
+    @metadata_app.api_route(
+        "/metadata", methods=["GET", "POST"], response_model=Metadata
+    )  # POST: old clients, deprecated
     async def metadata(self):
         """Which model answers, the data it was trained on and its gate metrics."""
         try:

@@ -26,8 +26,14 @@ def raw_with_gone(tmp_path):
     """u1 and u2 stay; `gone` has 4 good rows, one with a bad timestamp and one malformed line."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    lines = [HEADER, *rows_of("u1", 4), *rows_of("gone", 4), "gone,i1,c1,view,yesterday",
-             "gone,i1,c1,view,1,extra", *rows_of("u2", 3)]
+    lines = [
+        HEADER,
+        *rows_of("u1", 4),
+        *rows_of("gone", 4),
+        "gone,i1,c1,view,yesterday",
+        "gone,i1,c1,view,1,extra",
+        *rows_of("u2", 3),
+    ]
     (raw / "events.csv").write_text("\n".join(lines) + "\n")
     return raw, Paths(tmp_path)
 
@@ -55,11 +61,14 @@ def test_ingest_drops_erased_users_and_counts_them_apart(raw_with_gone):
     after = ingest(raw, NO_REPORT, paths, now=NOW)
     assert after.counts["erased"] == 5  # 4 good rows + the bad timestamp; the malformed line stays malformed
     assert after.counts["read"] == after.counts["kept"] + after.counts["erased"] + sum(
-        n for k, n in after.counts.items() if k not in ("read", "kept", "erased"))
+        n for k, n in after.counts.items() if k not in ("read", "kept", "erased")
+    )
     assert after.counts["kept"] == 7 and after.counts["bad_timestamp"] == 0 and after.counts["malformed_row"] == 1
     assert "gone" not in set(after.users["raw_id"]) and set(after.users["raw_id"]) == {"u1", "u2"}
-    assert before.users.set_index("raw_id").loc[["u1", "u2"], "user_id"].tolist() == \
-        after.users.set_index("raw_id").loc[["u1", "u2"], "user_id"].tolist()  # kept users keep their ids
+    assert (
+        before.users.set_index("raw_id").loc[["u1", "u2"], "user_id"].tolist()
+        == after.users.set_index("raw_id").loc[["u1", "u2"], "user_id"].tolist()
+    )  # kept users keep their ids
     assert not after.quarantine.astype(str).apply(lambda c: c.str.contains("gone")).any().any()
     assert after.files[0]["rows_erased"] == 5 and after.files[0]["rows_quarantined"] == 1
 
@@ -94,8 +103,10 @@ def test_scrub_listed_finds_later_lines_by_hash(tmp_path):
     paths = Paths(tmp_path)
     erasure.add_to_list(paths, "gone")
     drop, log = paths.raw / "batch-001.csv", paths.logs / "requests" / "requests-2026-06-01.jsonl"
-    for path, text in ((drop, f"{HEADER}\ngone,i1,c1,view,{T0}\nu1,i1,c1,view,{T0}\n"),
-                       (log, '{"user_id":"gone","status":200}\n{"user_id":"gone2","status":200}\n')):
+    for path, text in (
+        (drop, f"{HEADER}\ngone,i1,c1,view,{T0}\nu1,i1,c1,view,{T0}\n"),
+        (log, '{"user_id":"gone","status":200}\n{"user_id":"gone2","status":200}\n'),
+    ):
         path.parent.mkdir(parents=True)
         path.write_text(text)
     touched = erasure.Touched()

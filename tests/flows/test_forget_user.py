@@ -21,8 +21,9 @@ def a_unique_user(paths: Paths) -> str:
     users = pd.read_parquet(paths.vocab / "users.parquet")
     active = set(pd.read_parquet(paths.events, columns=["user_id"])["user_id"])
     raw_ids = users["raw_id"].astype(str).tolist()
-    return next(r for r, uid in zip(raw_ids, users["user_id"]) if uid in active
-                and sum(r in other for other in raw_ids) == 1)
+    return next(
+        r for r, uid in zip(raw_ids, users["user_id"]) if uid in active and sum(r in other for other in raw_ids) == 1
+    )
 
 
 def files_naming(roots: list[Path], needle: bytes) -> list[str]:
@@ -45,8 +46,12 @@ def test_a_forgotten_user_leaves_nothing_and_is_unknown(project, seqops, monkeyp
 
     with running_service(project) as url:
         assert not recommend(url, gone)["fallback"]  # known: the request log names them
-        landed = httpx.post(f"{url}/events", headers=auth, timeout=30,
-                            json={"events": [{"user_id": gone, "item_id": item, "event_type": "view"}]})
+        landed = httpx.post(
+            f"{url}/events",
+            headers=auth,
+            timeout=30,
+            json={"events": [{"user_id": gone, "item_id": item, "event_type": "view"}]},
+        )
         assert landed.status_code == 200, landed.text  # the landing log names them
         request = {"user_id": gone, "reason": "erasure request #1"}
         assert httpx.post(f"{url}/admin/forget", json=request, timeout=30).status_code == 401
