@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from seqops.config import IngestParams, Paths
 from seqops.features import cleaning, erasure, lineage
 from seqops.features.cleaning import REASONS, code
-from seqops.features.loaders import SYNTHETIC_COLUMNS, IngestError, Plan, plan
+from seqops.features.layouts import IngestError, Plan
+from seqops.features.loaders import SYNTHETIC_COLUMNS, plan
 from seqops.features.quarantine import QUARANTINE_COLUMNS, file_entries, quarantine_table, reason_counts
 from seqops.features.reading import Reader, Rows
 from seqops.features.vocab import Known, first_row_category, item_categories, items_table, vocab_ids, vocab_table

@@ -2,28 +2,25 @@
 
 A format says which files of a folder it reads (`plan`) and how their fields are laid out
 (`Layout`: field names, separator, which field plays which role, time unit, event names).
-`read_blocks` streams one file block by block (memory does not grow with the file); rows with a
-wrong number of fields never reach the blocks, they go to `Malformed` with their physical line.
+The types live in layouts.py; `blocks.read_blocks` streams one file block by block.
 
 Roles: user, item, time, event, value, category (user, item and time are required).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from seqops.config import INGEST_FORMATS, IngestParams
+from seqops.features.blocks import read_blocks
+from seqops.features.layouts import IngestError, Layout, Malformed, Plan, Source
 
-REQUIRED_ROLES = ("user", "item", "time")
 SYNTHETIC_COLUMNS = ["user_id", "item_id", "category", "event_type", "timestamp"]
 META_COLUMNS = ["raw_id", "category", "title"]
 ML100K_GENRES = [
@@ -47,65 +44,9 @@ ML100K_GENRES = [
     "War",
     "Western",
 ]
-CSV_BLOCK_MB = 4  # larger CSV blocks parse slower (they leave the CPU cache): ingest.block_mb only lowers it
+
 TAOBAO_EVENTS = {"pv": "view", "buy": "purchase", "cart": "cart", "fav": "fav"}
 RETAILROCKET_EVENTS = {"view": "view", "addtocart": "cart", "transaction": "purchase"}
-
-
-class IngestError(ValueError):
-    """A source cannot be read as a whole (missing, empty, wrong format or mapping); names the file."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How the fields of one file are laid out."""
-
-    roles: Mapping[str, str]  # role → field name
-    fields: tuple[str, ...] | None = None  # names in file order; None: the header line names them
-    delimiter: str = ","
-    time_unit: str = "s"  # s | ms | us | iso | row (no times in the file: synthesized from the row order)
-    event_map: Mapping[str, str] | None = None  # raw type (lower-case) → canonical; None: as written
-    default_event: str | None = None  # every row's type when there is no event field
-    encoding: str = "utf-8"
-    parquet: bool = False
-    integer_ids: bool = False  # ids are integers by the format's definition: "007" is the id 7
-
-    def describe(self) -> str:
-        sep = {"\t": "tab", " ": "space"}.get(self.delimiter, repr(self.delimiter))
-        return f"{len(self.fields)} fields {self.fields} separated by {sep}" if self.fields else "a header line"
-
-
-@dataclass(frozen=True)
-class Source:
-    path: Path
-    layout: Layout
-
-
-@dataclass
-class Plan:
-    """What one ingest reads: event files, item-metadata files, and how to turn the latter into a table."""
-
-    format: str
-    sources: list[Source]
-    meta_files: list[Path] = field(default_factory=list)
-    load_meta: Callable[[list[Path]], pd.DataFrame] | None = None
-
-    def item_meta(self) -> pd.DataFrame | None:
-        """raw_id, category, title per item (strings), or None when the format has no metadata."""
-        return self.load_meta(self.meta_files) if self.load_meta and self.meta_files else None
-
-
-@dataclass
-class Malformed:
-    """Rows with a wrong number of fields: physical line numbers and text, in file order."""
-
-    lines: list[int] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-
-    def __call__(self, row) -> str:  # pyarrow's invalid_row_handler
-        self.lines.append(int(row.number))
-        self.texts.append(row.text)
-        return "skip"
 
 
 # --- formats -------------------------------------------------------------------------------------
@@ -318,106 +259,3 @@ def _retailrocket_categories(files: list[Path]) -> pd.DataFrame:
     props["time"] = pd.to_numeric(props["time"], errors="coerce")
     latest = props.sort_values("time", kind="stable")
     return _meta(latest["item"], latest["value"])
-
-
-# --- reading -------------------------------------------------------------------------------------
-
-
-def _first_line(path: Path, encoding: str) -> str:
-    try:
-        with path.open("rb") as fh:
-            raw = fh.readline()
-    except OSError as exc:
-        raise IngestError(f"{path.name}: cannot read ({exc.strerror})") from None
-    try:
-        return raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding)
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path.name} line 1: cannot read as {encoding.upper()} text (byte {exc.start})") from None
-
-
-def field_names(source: Source) -> list[str]:
-    """The file's field names (from the layout or its header line); checks the roles are there."""
-    layout, path = source.layout, source.path
-    if layout.parquet:
-        names = pq.read_schema(path).names
-    elif layout.fields:
-        if not _first_line(path, layout.encoding):
-            raise IngestError(f"{path.name}: empty file")
-        names = list(layout.fields)
-    else:
-        first = _first_line(path, layout.encoding)
-        if not first.strip():
-            raise IngestError(f"{path.name}: empty file (no header row)")
-        names = [name.strip().strip('"') for name in first.rstrip("\r\n").split(layout.delimiter)]
-    missing = [name for role, name in layout.roles.items() if name not in names]
-    if missing:
-        where = "header" if not layout.fields else "layout"
-        raise IngestError(f"{path.name}: missing required column {', '.join(map(repr, missing))} ({where}: {names})")
-    return names
-
-
-def first_data_line(source: Source) -> int:
-    """Physical line number of the first data row (1 without a header, 2 with one; Parquet: row 1)."""
-    return 2 if not source.layout.fields and not source.layout.parquet else 1
-
-
-def read_blocks(source: Source, malformed: Malformed, block_mb: float) -> Iterator[dict[str, pa.Array]]:
-    """Blocks of the role columns (raw text for CSV, as stored for Parquet), in file order."""
-    names = field_names(source)
-    wanted = list(dict.fromkeys(source.layout.roles.values()))
-    by_name = {name: role for role, name in source.layout.roles.items()}
-    types = {
-        name: pa.dictionary(pa.int32(), pa.string()) if by_name[name] == "event" else pa.string() for name in wanted
-    }
-    try:
-        for batch in _batches(source, names, types, malformed, block_mb):
-            yield {by_name[name]: _flat(batch.column(name)) for name in wanted}
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
-        raise IngestError(
-            f"{source.path.name}: not readable as {source.layout.describe()}: {_name_column(str(exc), names)}"
-        ) from None
-
-
-def _flat(column) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _batches(source: Source, names: list[str], types: dict[str, pa.DataType], malformed: Malformed, block_mb: float):
-    """Record batches of the wanted columns (`types`: text, the event type dictionary-encoded)."""
-    layout = source.layout
-    if layout.parquet:
-        yield from pq.ParquetFile(source.path).iter_batches(
-            batch_size=max(int(block_mb * 32_768), 1), columns=list(types)
-        )
-        return
-    reader = pacsv.open_csv(
-        source.path,
-        # single-threaded: invalid rows then carry their physical line number
-        read_options=pacsv.ReadOptions(
-            use_threads=False,
-            column_names=names,
-            skip_rows=0 if layout.fields else 1,
-            block_size=max(int(min(block_mb, CSV_BLOCK_MB) * (1 << 20)), 1 << 10),
-            encoding=layout.encoding,
-        ),
-        parse_options=pacsv.ParseOptions(
-            delimiter=layout.delimiter, invalid_row_handler=malformed, ignore_empty_lines=False
-        ),
-        # an empty field is null (a missing id, time, value), nothing else is: "NA" or "null" stay text
-        convert_options=pacsv.ConvertOptions(
-            include_columns=list(types),
-            column_types=types,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
-    yield from reader
-
-
-def _name_column(message: str, names: list[str]) -> str:
-    """Arrow reports 'CSV column #k'; say which column that is."""
-    found = re.search(r"column #(\d+)", message)
-    if found and int(found.group(1)) < len(names):
-        return f"column {names[int(found.group(1))]!r}: {message}"
-    return message

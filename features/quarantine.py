@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 
 from seqops.features import cleaning
 from seqops.features.cleaning import REASONS, code
-from seqops.features.loaders import SYNTHETIC_COLUMNS, Malformed
+from seqops.features.layouts import Malformed
+from seqops.features.loaders import SYNTHETIC_COLUMNS
 
 if TYPE_CHECKING:
     from seqops.features.reading import Rows

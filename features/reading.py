@@ -1,6 +1,6 @@
 """Streaming the sources into compact per-row arrays (`Rows`) with the row checks' reasons.
 
-Each file is read block by block (`loaders.read_blocks`, parsed in a background thread by
+Each file is read block by block (`blocks.read_blocks`, parsed in a background thread by
 `prefetch`); a block's ids become int codes (`vocab.IdEncoder`), its times int64 µs, its event
 types small ints, and the rows that fail a row check keep their raw text for the quarantine.
 """
@@ -19,8 +19,9 @@ import pyarrow as pa
 
 from seqops.config import IngestParams
 from seqops.features import cleaning
+from seqops.features.blocks import first_data_line, read_blocks
 from seqops.features.cleaning import REASONS
-from seqops.features.loaders import IngestError, Source, first_data_line, read_blocks
+from seqops.features.layouts import IngestError, Source
 from seqops.features.quarantine import FileRead, raw_rows
 from seqops.features.vocab import IdEncoder
 from seqops.io import file_md5

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from seqops.config import Paths
-from seqops.features.loaders import IngestError
+from seqops.features.layouts import IngestError
 
 if TYPE_CHECKING:
     from seqops.features.reading import Rows

@@ -39,7 +39,7 @@ def one_line(message: str) -> str:
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe the project's state, not a bug (imported when one is raised: the
     ingest module pulls in pandas, and most commands never need it)."""
-    from seqops.features.loaders import IngestError
+    from seqops.features.layouts import IngestError
     from seqops.models.release.registry_schema import RegistryError
 
     return RegistryError, ConfigError, IngestError, FileNotFoundError

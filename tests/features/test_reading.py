@@ -1,7 +1,9 @@
-"""Streaming a file in blocks (features/loaders.py read_blocks, features/reading.py)."""
+"""Streaming a file in blocks (features/blocks.py read_blocks, features/reading.py)."""
 
 from seqops.config import IngestParams
-from seqops.features.loaders import CSV_BLOCK_MB, Malformed, plan, read_blocks
+from seqops.features.blocks import CSV_BLOCK_MB, read_blocks
+from seqops.features.layouts import Malformed
+from seqops.features.loaders import plan
 
 
 def test_csv_blocks_stay_small_whatever_block_mb(tmp_path):
