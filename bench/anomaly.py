@@ -71,36 +71,69 @@ def load_events(dataset: str, work: Path, data: Path, beauty_users: int, seed: i
 
 def user_events(events: pd.DataFrame) -> dict[int, list[Event]]:
     ts = events["ts"].astype("int64").to_numpy() / 1e6
-    frame = pd.DataFrame({"user": events["user_id"].to_numpy(), "item": events["item_id"].to_numpy(),
-                          "type": events["event_type"].astype(str).to_numpy(), "ts": ts})
-    return {int(u): list(zip(g["item"].astype(int), g["type"], g["ts"].astype(float))) for u, g in frame.groupby("user", sort=False)}
+    frame = pd.DataFrame(
+        {
+            "user": events["user_id"].to_numpy(),
+            "item": events["item_id"].to_numpy(),
+            "type": events["event_type"].astype(str).to_numpy(),
+            "ts": ts,
+        }
+    )
+    return {
+        int(u): list(zip(g["item"].astype(int), g["type"], g["ts"].astype(float)))
+        for u, g in frame.groupby("user", sort=False)
+    }
 
 
 def row_of(evs: list[Event]) -> dict:
     return next_row(None, evs, MAX_LEN, SESSION_GAP_S)
 
 
-def train_champion(train: list[list[Event]], items: pd.DataFrame, n_items: int, work: Path, minutes: float, seed: int) -> Artifact:
+def train_champion(
+    train: list[list[Event]], items: pd.DataFrame, n_items: int, work: Path, minutes: float, seed: int
+) -> Artifact:
     """A briefly trained SASRec saved as an artifact whose reference is the training users' rows."""
     torch.manual_seed(seed)
     seqs = [np.asarray([e[0] for e in evs], dtype=np.int64) for evs in train]
     model = build_model(ModelParams(kind="sasrec", hidden_size=64, num_layers=2, num_heads=2), n_items, MAX_LEN)
     valid = [s for s in seqs if len(s) >= 3][:500]
-    train_model(model, [s[:-1] for s in seqs], [s[:-1] for s in valid], np.asarray([s[-1] for s in valid]),
-                TrainParams(epochs=30, batch_size=128, patience=2, max_minutes=minutes, seed=seed, device="cpu"),
-                EvaluateParams(), progress=False)
+    train_model(
+        model,
+        [s[:-1] for s in seqs],
+        [s[:-1] for s in valid],
+        np.asarray([s[-1] for s in valid]),
+        TrainParams(epochs=30, batch_size=128, patience=2, max_minutes=minutes, seed=seed, device="cpu"),
+        EvaluateParams(),
+        progress=False,
+    )
     rows = [row_of(evs) for evs in train]
-    reference = pd.DataFrame({"user_id": np.arange(1, len(rows) + 1), "n_events": [r["n_events"] for r in rows],
-                              "n_sessions": [r["n_sessions"] for r in rows],
-                              "log_gap_s": [np.log1p(r["secs_since_prev"]) for r in rows], "share_cart": 0.0,
-                              "share_purchase": 0.0, "last_items": [r["last_items"] for r in rows]})
+    reference = pd.DataFrame(
+        {
+            "user_id": np.arange(1, len(rows) + 1),
+            "n_events": [r["n_events"] for r in rows],
+            "n_sessions": [r["n_sessions"] for r in rows],
+            "log_gap_s": [np.log1p(r["secs_since_prev"]) for r in rows],
+            "share_cart": 0.0,
+            "share_purchase": 0.0,
+            "last_items": [r["last_items"] for r in rows],
+        }
+    )
     counts = np.bincount(np.concatenate(seqs), minlength=n_items + 1)
     items.to_parquet(work / "items.parquet", index=False)
-    save_artifact(work / "champion", model, PopularityModel.from_counts(counts), {"kind": "sasrec"}, work / "items.parquet", reference)
+    save_artifact(
+        work / "champion",
+        model,
+        PopularityModel.from_counts(counts),
+        {"kind": "sasrec"},
+        work / "items.parquet",
+        reference,
+    )
     return Artifact.load(work / "champion")
 
 
-def inject(kind: str, evs: list[Event], other: list[Event], n: int, n_items: int, rng: np.random.Generator) -> list[Event]:
+def inject(
+    kind: str, evs: list[Event], other: list[Event], n: int, n_items: int, rng: np.random.Generator
+) -> list[Event]:
     """`evs` continued by `n` events of the anomaly `kind`."""
     t0 = evs[-1][2]
     if kind == "bot":
@@ -111,7 +144,7 @@ def inject(kind: str, evs: list[Event], other: list[Event], n: int, n_items: int
     if kind == "scraper":
         start = int(rng.integers(1, max(2, n_items - n)))
         return evs + [(start + k, "view", t0 + 5 * (k + 1)) for k in range(n)]
-    tail = other[-(n // 2):]  # takeover: another person's latest events, their own gaps
+    tail = other[-(n // 2) :]  # takeover: another person's latest events, their own gaps
     shift = t0 + 600 - tail[0][2]
     return evs + [(i, t, ts + shift) for i, t, ts in tail]
 
@@ -129,9 +162,16 @@ def evaluate(detector: AnomalyModel, normals: list[UserWindow], injected: dict[s
         reasons = pd.Series([r["feature"] for a in answers for r in a["reasons"][:1]]).value_counts()
         out["types"][kind] = {
             "n": len(windows),
-            "roc_auc": round(float(roc_auc_score(np.r_[np.zeros(len(normal_scores)), np.ones(len(scores))],
-                                                 np.r_[normal_scores, scores])), 4),
-            "precision": round(tp / max(1, tp + fp), 4), "recall": round(tp / len(windows), 4),
+            "roc_auc": round(
+                float(
+                    roc_auc_score(
+                        np.r_[np.zeros(len(normal_scores)), np.ones(len(scores))], np.r_[normal_scores, scores]
+                    )
+                ),
+                4,
+            ),
+            "precision": round(tp / max(1, tp + fp), 4),
+            "recall": round(tp / len(windows), 4),
             "top_reasons": {k: int(v) for k, v in reasons.head(3).items()},
         }
     return out
@@ -144,7 +184,9 @@ def run_dataset(dataset: str, args: argparse.Namespace, params: AnomalyParams) -
         work = Path(tmp)
         events = load_events(dataset, work, args.data, args.beauty_users, args.seed)
         n_items = int(events["item_id"].max())
-        items = events.groupby("item_id", as_index=False).first()[["item_id"] + (["category"] if "category" in events else [])]
+        items = events.groupby("item_id", as_index=False).first()[
+            ["item_id"] + (["category"] if "category" in events else [])
+        ]
         items.insert(0, "raw_id", items["item_id"].astype(str))
         by_user = [evs for evs in user_events(events).values() if len(evs) >= 3]
         order = rng.permutation(len(by_user))
@@ -159,22 +201,37 @@ def run_dataset(dataset: str, args: argparse.Namespace, params: AnomalyParams) -
         victims = [held[i] for i in rng.choice(len(held), min(len(held), args.per_type * len(TYPES)), replace=False)]
         per_type = len(victims) // len(TYPES)
         normals = [UserWindow.from_row(row_of(evs)) for evs in held]
-        injected = {kind: [UserWindow.from_row(row_of(inject(kind, evs, held[int(rng.integers(len(held)))], params.window,
-                                                             n_items, rng)))
-                           for evs in victims[k * per_type:(k + 1) * per_type]]
-                    for k, kind in enumerate(TYPES)}
+        injected = {
+            kind: [
+                UserWindow.from_row(
+                    row_of(inject(kind, evs, held[int(rng.integers(len(held)))], params.window, n_items, rng))
+                )
+                for evs in victims[k * per_type : (k + 1) * per_type]
+            ]
+            for k, kind in enumerate(TYPES)
+        }
         result = evaluate(detector, normals, injected)
-    return {"dataset": dataset, "users": len(by_user), "fit_users": min(len(train), params.max_fit_users), "items": n_items,
-            "features": detector.names, "timed": timed, "fit_seconds": round(fit_s, 1),
-            "seconds": round(time.time() - started, 1), **result}
+    return {
+        "dataset": dataset,
+        "users": len(by_user),
+        "fit_users": min(len(train), params.max_fit_users),
+        "items": n_items,
+        "features": detector.names,
+        "timed": timed,
+        "fit_seconds": round(fit_s, 1),
+        "seconds": round(time.time() - started, 1),
+        **result,
+    }
 
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'dataset':10} {'type':9} {'AUC':>6} {'prec':>6} {'recall':>6} {'FPR':>6}  top reason")
     for row in rows:
         for kind, r in row["types"].items():
-            print(f"{row['dataset']:10} {kind:9} {r['roc_auc']:6.3f} {r['precision']:6.3f} {r['recall']:6.3f} "
-                  f"{row['normal_fpr']:6.3f}  {next(iter(r['top_reasons']), '-')}")
+            print(
+                f"{row['dataset']:10} {kind:9} {r['roc_auc']:6.3f} {r['precision']:6.3f} {r['recall']:6.3f} "
+                f"{row['normal_fpr']:6.3f}  {next(iter(r['top_reasons']), '-')}"
+            )
 
 
 def main() -> None:
@@ -201,8 +258,18 @@ def main() -> None:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "types"}), flush=True)
     print_table(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"params": params.model_dump(), "train_minutes": args.train_minutes,
-                                    "machine": platform.platform(), "results": rows}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "params": params.model_dump(),
+                "train_minutes": args.train_minutes,
+                "machine": platform.platform(),
+                "results": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

@@ -64,15 +64,21 @@ class UserWindow:
     @classmethod
     def from_row(cls, row: dict) -> "UserWindow":
         gap = row.get("secs_since_prev")
-        return cls(np.asarray(row["last_items"], dtype=np.int64), int(row.get("n_events") or len(row["last_items"])),
-                   max(1, int(row.get("n_sessions") or 1)), None if gap is None else float(gap))
+        return cls(
+            np.asarray(row["last_items"], dtype=np.int64),
+            int(row.get("n_events") or len(row["last_items"])),
+            max(1, int(row.get("n_sessions") or 1)),
+            None if gap is None else float(gap),
+        )
 
 
 def windows_from_reference(reference: pd.DataFrame) -> list[UserWindow]:
     """The artifact's per-user training summary (features/sequences.py `user_summary`) as windows."""
     gaps = np.expm1(reference["log_gap_s"].to_numpy(dtype=np.float64))
-    return [UserWindow(np.asarray(items, dtype=np.int64), int(n), max(1, int(s)), float(g))
-            for items, n, s, g in zip(reference["last_items"], reference["n_events"], reference["n_sessions"], gaps)]
+    return [
+        UserWindow(np.asarray(items, dtype=np.int64), int(n), max(1, int(s)), float(g))
+        for items, n, s, g in zip(reference["last_items"], reference["n_events"], reference["n_sessions"], gaps)
+    ]
 
 
 def _nll_and_rank(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,14 +96,16 @@ def _nll_and_rank(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, 
     return nll, rank
 
 
-def _score_targets(artifact: Artifact, contexts: list[np.ndarray], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _score_targets(
+    artifact: Artifact, contexts: list[np.ndarray], targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     nll, rank = np.full(len(targets), np.nan), np.full(len(targets), np.nan)
     for i in range(0, len(contexts), SCORE_BATCH):
-        scores = artifact.scores(contexts[i:i + SCORE_BATCH])
-        t = np.clip(targets[i:i + SCORE_BATCH], 0, scores.shape[1] - 1)
-        nll[i:i + SCORE_BATCH], rank[i:i + SCORE_BATCH] = _nll_and_rank(scores, t)
-        unknown = (targets[i:i + SCORE_BATCH] <= 0) | (targets[i:i + SCORE_BATCH] >= scores.shape[1])
-        nll[i:i + SCORE_BATCH][unknown] = rank[i:i + SCORE_BATCH][unknown] = np.nan
+        scores = artifact.scores(contexts[i : i + SCORE_BATCH])
+        t = np.clip(targets[i : i + SCORE_BATCH], 0, scores.shape[1] - 1)
+        nll[i : i + SCORE_BATCH], rank[i : i + SCORE_BATCH] = _nll_and_rank(scores, t)
+        unknown = (targets[i : i + SCORE_BATCH] <= 0) | (targets[i : i + SCORE_BATCH] >= scores.shape[1])
+        nll[i : i + SCORE_BATCH][unknown] = rank[i : i + SCORE_BATCH][unknown] = np.nan
     return nll, rank
 
 
@@ -113,12 +121,14 @@ def surprise(artifact: Artifact, windows: list[UserWindow], window: int) -> dict
             owners.append(u), contexts.append(w.items[:t]), targets.append(w.items[t])
         half = max(1, min(window, n - 1) // 2)
         for t in range(n - half, n) if n > half else ():
-            block_owners.append(u), block_contexts.append(w.items[:n - half]), block_targets.append(w.items[t])
+            block_owners.append(u), block_contexts.append(w.items[: n - half]), block_targets.append(w.items[t])
     nll, rank = _score_targets(artifact, contexts, np.asarray(targets, dtype=np.int64))
     block_nll, _ = _score_targets(artifact, block_contexts, np.asarray(block_targets, dtype=np.int64))
-    return {"surprise_nll": _mean_by(owners, nll, len(windows)),
-            "surprise_log_rank": _mean_by(owners, np.log(rank), len(windows)),
-            "context_nll": _mean_by(block_owners, block_nll, len(windows))}
+    return {
+        "surprise_nll": _mean_by(owners, nll, len(windows)),
+        "surprise_log_rank": _mean_by(owners, np.log(rank), len(windows)),
+        "context_nll": _mean_by(block_owners, block_nll, len(windows)),
+    }
 
 
 def _mean_by(owners: list[int], values: np.ndarray, n: int) -> np.ndarray:
@@ -224,9 +234,18 @@ class AnomalyDetector:
         out = []
         for row_z, (_, row) in zip(self.z(table), table.iterrows()):
             order = [i for i in np.argsort(-np.abs(row_z)) if abs(row_z[i]) >= MIN_Z][:n_reasons]
-            out.append([{"feature": self.names[i], "value": round(float(row[self.names[i]]), 4), "z": round(float(row_z[i]), 2),
-                         "direction": "high" if row_z[i] > 0 else "low",
-                         "description": FEATURES[self.names[i]]} for i in order])
+            out.append(
+                [
+                    {
+                        "feature": self.names[i],
+                        "value": round(float(row[self.names[i]]), 4),
+                        "z": round(float(row_z[i]), 2),
+                        "direction": "high" if row_z[i] > 0 else "low",
+                        "description": FEATURES[self.names[i]],
+                    }
+                    for i in order
+                ]
+            )
         return out
 
 
@@ -243,8 +262,9 @@ class AnomalyModel:
     detector: AnomalyDetector | None = None
 
     @classmethod
-    def for_artifact(cls, artifact: Artifact, params: AnomalyParams, *, timed: bool = True,
-                     windows: list[UserWindow] | None = None) -> "AnomalyModel":
+    def for_artifact(
+        cls, artifact: Artifact, params: AnomalyParams, *, timed: bool = True, windows: list[UserWindow] | None = None
+    ) -> "AnomalyModel":
         """Fit on `windows` (default: the artifact's training users, sampled to `max_fit_users`).
         `timed=False` for data without real timestamps (the speed features would be artefacts)."""
         categories = item_categories(artifact)
@@ -270,8 +290,23 @@ class AnomalyModel:
         table = self.features(windows)
         scores = self.detector.scores(table)
         reasons = self.detector.reasons(table, self.params.n_reasons)
-        return [{"score": round(float(s), 5), "flagged": bool(s > self.detector.threshold),
-                 "threshold": round(self.detector.threshold, 5), "reasons": r} for s, r in zip(scores, reasons)]
+        return [
+            {
+                "score": round(float(s), 5),
+                "flagged": bool(s > self.detector.threshold),
+                "threshold": round(self.detector.threshold, 5),
+                "reasons": r,
+            }
+            for s, r in zip(scores, reasons)
+        ]
 
 
-__all__ = ["FEATURES", "AnomalyDetector", "AnomalyModel", "UserWindow", "behaviour", "surprise", "windows_from_reference"]
+__all__ = [
+    "FEATURES",
+    "AnomalyDetector",
+    "AnomalyModel",
+    "UserWindow",
+    "behaviour",
+    "surprise",
+    "windows_from_reference",
+]

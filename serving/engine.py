@@ -22,20 +22,21 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from seqops.config import Params, Paths
 from seqops.features import store as feature_store
-from seqops.features.sequences import next_row
-from seqops.models.training.evaluate import model_metrics
 from seqops.models.release.registry import Registry
+from seqops.models.training.evaluate import model_metrics
 from seqops.serving.champion import Champion
+from seqops.serving.errors import RequestError
+from seqops.serving.events import EventFolding
 from seqops.serving.follower import ChampionFollower
-from seqops.serving.vocab import ServedVocabulary
 from seqops.serving.ranking import recommend_items
+from seqops.serving.vocab import ServedVocabulary
 
 log = logging.getLogger("seqops.serving")
 
@@ -43,17 +44,6 @@ CHAMPION_CHECK_S = 0.25  # how often the registry's champion pointer is re-read 
 STORE_RETRY_S = 5.0  # how often a feature store that could not be opened is tried again
 STORE_BREAK_S = 1.0  # after a failed read, answer with the fallback for this long before trying again
 NO_CHAMPION = "no champion model yet: run the retrain flow and promote one"
-
-
-class RequestError(Exception):
-    """A request that is well-formed but cannot be answered as asked (unknown item, missing head)."""
-
-    def __init__(self, status: int, message: str, loc: tuple = ()):
-        super().__init__(message)
-        self.status, self.message, self.loc = status, message, loc
-
-    def body(self) -> dict:
-        return {"error": self.message, "detail": [{"loc": list(self.loc), "msg": self.message}] if self.loc else []}
 
 
 def provisional_key(raw_user: str) -> int:
@@ -80,12 +70,15 @@ def engine_executor(threads: int):
     forward pass spin-waits for a second core the event loop is using — 100 ms stalls."""
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqops-engine", initializer=torch.set_num_threads,
-                              initargs=(threads,))
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="seqops-engine", initializer=torch.set_num_threads, initargs=(threads,)
+    )
 
 
-class Engine:
-    def __init__(self, paths: Paths, params: Params, *, quantized: bool | None = None, registry: Registry | None = None):
+class Engine(EventFolding):
+    def __init__(
+        self, paths: Paths, params: Params, *, quantized: bool | None = None, registry: Registry | None = None
+    ):
         self.paths, self.params = paths, params
         self.quantized = params.serving.quantize if quantized is None else quantized
         torch.set_num_threads(params.serving.torch_threads)
@@ -99,7 +92,9 @@ class Engine:
         self._polling = threading.Lock()  # readiness probes poll too, maybe from another thread
         if self.champion is not None:
             if not self.vocab.catalog:  # no ingest vocabulary here (a Bento): the model's own catalogue
-                self.vocab.catalog = dict(zip(self.champion.raw_items[1:].tolist(), range(1, self.champion.n_items + 1)))
+                self.vocab.catalog = dict(
+                    zip(self.champion.raw_items[1:].tolist(), range(1, self.champion.n_items + 1))
+                )
         self._champion_checked = time.monotonic()
 
     # -- state ------------------------------------------------------------------------------
@@ -111,7 +106,9 @@ class Engine:
         self._store_retry_at = time.monotonic() + STORE_RETRY_S
         try:
             profile = getattr(self.params.features, "store_profile", None)
-            self.store = feature_store.open_store(self.paths, profile) if profile else feature_store.open_store(self.paths)
+            self.store = (
+                feature_store.open_store(self.paths, profile) if profile else feature_store.open_store(self.paths)
+            )
             self.feature_service = self.store.get_feature_service(feature_store.FEATURE_SERVICE)
             self.store_error = None
         except Exception as exc:  # noqa: BLE001 - any Feast failure means "answer without it"
@@ -201,7 +198,8 @@ class Engine:
             keys = sorted({q.user_key for q in todo})
             try:
                 response = self.store.get_online_features(
-                    features=self.feature_service, entity_rows=[{"user_id": k} for k in keys]).to_dict()
+                    features=self.feature_service, entity_rows=[{"user_id": k} for k in keys]
+                ).to_dict()
                 rows = {k: (response["last_items"][i], response["last_types"][i]) for i, k in enumerate(keys)}
             except Exception as exc:  # noqa: BLE001
                 self.store_error = f"{type(exc).__name__}: {exc}"
@@ -250,7 +248,9 @@ class Engine:
         self.read_histories(valid)
         return champion, queries, [q for q in valid if q.fallback_reason is None]
 
-    def finish(self, champion: Champion, requests: list, queries: list, personal: list, matrix: np.ndarray | None) -> list:
+    def finish(
+        self, champion: Champion, requests: list, queries: list, personal: list, matrix: np.ndarray | None
+    ) -> list:
         """Scores → answers (matrix rows follow `personal`; None = the model failed)."""
         if matrix is None:
             for q in personal:
@@ -289,7 +289,9 @@ class Engine:
         """/next_action and /churn: answered only by a champion with that head."""
         champion = self.current()
         if name not in champion.heads:
-            raise RequestError(404, f"model {champion.version} has no {name} head (its heads: {', '.join(champion.heads)})")
+            raise RequestError(
+                404, f"model {champion.version} has no {name} head (its heads: {', '.join(champion.heads)})"
+            )
         q = self.resolve(req)
         self.read_histories([q])
         if q.fallback_reason is not None:
@@ -299,10 +301,16 @@ class Engine:
             names = champion.event_types or tuple(self.params.ingest.event_types)
             probs = np.exp(out - out.max())
             probs /= probs.sum()
-            return {"user_id": q.raw_user, "model_version": champion.version,
-                    "probabilities": {t: round(float(p), 5) for t, p in zip(names, probs)}}
-        return {"user_id": q.raw_user, "model_version": champion.version,
-                "churn_probability": round(1.0 / (1.0 + math.exp(-float(np.ravel(out)[0]))), 5)}
+            return {
+                "user_id": q.raw_user,
+                "model_version": champion.version,
+                "probabilities": {t: round(float(p), 5) for t, p in zip(names, probs)},
+            }
+        return {
+            "user_id": q.raw_user,
+            "model_version": champion.version,
+            "churn_probability": round(1.0 / (1.0 + math.exp(-float(np.ravel(out)[0]))), 5),
+        }
 
     def anomaly(self, req) -> dict:
         """/anomaly: the user's anomaly score under the champion's detector (models/anomaly.py, fitted
@@ -317,19 +325,37 @@ class Engine:
                 cached = (champion.version, AnomalyModel.for_artifact(champion.artifact, self.params.anomaly))
             except Exception as exc:  # noqa: BLE001 - e.g. an artifact without its training reference
                 log.warning("anomaly detector for %s failed: %s", champion.version, exc)
-                raise RequestError(503, f"anomaly detector unavailable for model {champion.version}: {type(exc).__name__}") from None
+                raise RequestError(
+                    503, f"anomaly detector unavailable for model {champion.version}: {type(exc).__name__}"
+                ) from None
             self._anomaly_model = cached
         detector = cached[1]
         q = self.resolve(req)
-        answer = {"user_id": q.raw_user, "model_version": champion.version, "threshold": round(detector.detector.threshold, 5)}
+        answer = {
+            "user_id": q.raw_user,
+            "model_version": champion.version,
+            "threshold": round(detector.detector.threshold, 5),
+        }
         if q.items is not None:
             window = UserWindow(q.items)  # an explicit list: no speed or session facts
         else:
             row = self._online_row(q.user_key)
             if row is None or not row.get("last_items"):
-                reason = ("feature store unavailable" if row is None
-                          else "unknown user" if q.user_key < 0 else "no online features for this user")
-                return {**answer, "score": None, "flagged": False, "reasons": [], "fallback": True, "fallback_reason": reason}
+                reason = (
+                    "feature store unavailable"
+                    if row is None
+                    else "unknown user"
+                    if q.user_key < 0
+                    else "no online features for this user"
+                )
+                return {
+                    **answer,
+                    "score": None,
+                    "flagged": False,
+                    "reasons": [],
+                    "fallback": True,
+                    "fallback_reason": reason,
+                }
             window = UserWindow.from_row(row)
         return {**answer, **detector.score([window])[0], "fallback": False, "fallback_reason": None}
 
@@ -340,7 +366,9 @@ class Engine:
         if self.store is None or time.monotonic() < self._store_down_until:
             return None
         try:
-            response = self.store.get_online_features(features=self.feature_service, entity_rows=[{"user_id": key}]).to_dict()
+            response = self.store.get_online_features(
+                features=self.feature_service, entity_rows=[{"user_id": key}]
+            ).to_dict()
         except Exception as exc:  # noqa: BLE001
             self.store_error = f"{type(exc).__name__}: {exc}"
             self._store_down_until = time.monotonic() + STORE_BREAK_S
@@ -364,57 +392,6 @@ class Engine:
             "quantized": champion.quantized,
             "items": champion.n_items,
         }
-
-    # -- fresh events -----------------------------------------------------------------------
-    def prepare_events(self, events: list, received_at: float | None = None) -> "PreparedEvents":
-        """Validate events against the catalogue and group them by user; no side effects.
-        Unknown item → RequestError naming `events[i].item_id`."""
-        received_at = received_at or time.time()
-        prepared = PreparedEvents()
-        for i, ev in enumerate(events):
-            dense = self.vocab.catalog.get(ev.item_id)
-            if dense is None:
-                raise RequestError(400, f"events[{i}].item_id: unknown item id {ev.item_id!r}", ("events", i, "item_id"))
-            ts = received_at if ev.timestamp is None else float(ev.timestamp)
-            prepared.by_user.setdefault(ev.user_id, []).append((dense, ev.event_type, ts))
-            prepared.landed.append({"user_id": ev.user_id, "item_id": ev.item_id, "category": self.vocab.categories.get(dense, ""),
-                                    "event_type": ev.event_type, "timestamp": f"{ts:.3f}"})
-        return prepared
-
-    def push_prepared(self, prepared: "PreparedEvents") -> list[dict]:
-        """Fold the events into each user's online row (read current row, append, push)."""
-        if self.store is None:
-            self._open_store()
-        if self.store is None:
-            raise RequestError(503, f"feature store unavailable: {self.store_error}")
-        keys = {user: self.user_key(user) for user in prepared.by_user}
-        try:
-            current = self.store.get_online_features(
-                features=self.feature_service, entity_rows=[{"user_id": k} for k, _ in keys.values()]).to_dict()
-            columns = ["last_items", "last_types", "secs_since_prev", "n_events", "n_sessions", "last_ts"]
-            rows, summary = [], []
-            for i, (user, evs) in enumerate(prepared.by_user.items()):
-                key, known = keys[user]
-                before = {c: current[c][i] for c in columns}
-                row = next_row(before if before["last_items"] else None, evs,
-                               self.params.features.max_len, self.params.ingest.session_gap_s)
-                rows.append({"user_id": key, **row})
-                summary.append({"user_id": user, "n_events": row["n_events"], "new_user": not known})
-            feature_store.push_user_rows(self.store, rows)
-        except Exception as exc:  # noqa: BLE001 - landed already; the next retrain still sees them
-            self.store_error = f"{type(exc).__name__}: {exc}"
-            log.warning("feature store push failed: %s", self.store_error)
-            raise RequestError(503, f"feature store unavailable: {self.store_error} (events were logged for the next retrain)") from None
-        return summary
-
-    def push_events(self, events: list, received_at: float | None = None) -> list[dict]:
-        return self.push_prepared(self.prepare_events(events, received_at))
-
-
-@dataclass
-class PreparedEvents:
-    by_user: dict[str, list[tuple[int, str, float]]] = field(default_factory=dict)
-    landed: list[dict] = field(default_factory=list)
 
 
 __all__ = ["Engine", "Query", "RequestError", "provisional_key"]

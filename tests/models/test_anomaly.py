@@ -31,9 +31,17 @@ def normal_user(rng: np.random.Generator) -> UserWindow:
 
 
 def reference_of(windows: list[UserWindow]) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": np.arange(1, len(windows) + 1), "n_events": [w.n_events for w in windows],
-                         "n_sessions": [w.n_sessions for w in windows], "log_gap_s": [np.log1p(w.secs_since_prev) for w in windows],
-                         "share_cart": 0.0, "share_purchase": 0.0, "last_items": [w.items.tolist() for w in windows]})
+    return pd.DataFrame(
+        {
+            "user_id": np.arange(1, len(windows) + 1),
+            "n_events": [w.n_events for w in windows],
+            "n_sessions": [w.n_sessions for w in windows],
+            "log_gap_s": [np.log1p(w.secs_since_prev) for w in windows],
+            "share_cart": 0.0,
+            "share_purchase": 0.0,
+            "last_items": [w.items.tolist() for w in windows],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +50,25 @@ def artifact(tmp_path_factory) -> Artifact:
     folder = tmp_path_factory.mktemp("anomaly")
     rng = np.random.default_rng(0)
     users = [normal_user(rng) for _ in range(N_USERS)]
-    items = pd.DataFrame({"raw_id": [f"i{i}" for i in range(1, N_ITEMS + 1)], "item_id": np.arange(1, N_ITEMS + 1),
-                          "category": [f"c{(i - 1) % N_CATEGORIES}" for i in range(1, N_ITEMS + 1)]})
+    items = pd.DataFrame(
+        {
+            "raw_id": [f"i{i}" for i in range(1, N_ITEMS + 1)],
+            "item_id": np.arange(1, N_ITEMS + 1),
+            "category": [f"c{(i - 1) % N_CATEGORIES}" for i in range(1, N_ITEMS + 1)],
+        }
+    )
     items.to_parquet(folder / "items.parquet", index=False)
     counts = np.bincount(np.concatenate([w.items for w in users]), minlength=N_ITEMS + 1)
     torch.manual_seed(0)
     model = SASRecModel.from_params(N_ITEMS, MAX_LEN, ModelParams(hidden_size=16, num_layers=1, num_heads=2))
-    save_artifact(folder / "model", model, PopularityModel.from_counts(counts), {"kind": "sasrec"},
-                  folder / "items.parquet", reference_of(users))
+    save_artifact(
+        folder / "model",
+        model,
+        PopularityModel.from_counts(counts),
+        {"kind": "sasrec"},
+        folder / "items.parquet",
+        reference_of(users),
+    )
     return Artifact.load(folder / "model")
 
 

@@ -4,8 +4,6 @@ an error), then the real BentoML service over HTTP: 200s, and bad input → 4xx 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -13,7 +11,6 @@ from seqops.config import Paths
 from seqops.serving.engine import Engine, RequestError
 from seqops.serving.launch import running_service
 from seqops.serving.schemas import HistoryRequest
-
 from tests.serving.conftest import mini_project, raw_item, raw_user
 
 
