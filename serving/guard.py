@@ -161,8 +161,8 @@ class Guard:
             )
 
     def needs_token(self, method: str, path: str) -> bool:
-        if path in ADMIN:
-            return True
+        if path in ADMIN:  # the admin route's own method only: any other gets BentoML's 405, as on every route
+            return method == "POST"
         if self.token is None or self.params.auth == "off" or path in PROBES:
             return False
         return self.params.auth == "all" or (path in WRITES and method not in ("GET", "HEAD", "OPTIONS"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,9 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
         elif name != ".dvc/config":
             shutil.copy(src, dst)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(deep_update(params, deep_update(dict(SMALL), overrides or {}))))
+    (root / "params.yaml").write_text(
+        yaml.safe_dump(deep_update(params, deep_update(copy.deepcopy(SMALL), overrides or {})))
+    )
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     bin_dir = Path(sys.executable).parent
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)

@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 SUBPACKAGES = ["seqops.features", "seqops.models", "seqops.serving", "seqops.flows"]
 
@@ -34,6 +36,24 @@ def test_built_wheel_holds_only_the_seqops_package_and_imports(tmp_path):
 
 
 def test_editable_install_maps_the_top_level_folders():
+    """Strict editable mode: a tree of links on sys.path (what IDEs and pyright follow) to the real files."""
     probe = "import seqops.features.sequences as m; print(m.__file__)"
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd="/").stdout
-    assert Path(out.strip()) == REPO / "features" / "sequences.py"
+    linked = Path(out.strip())
+    assert linked.is_symlink() and linked.resolve() == REPO / "features" / "sequences.py"
+
+
+def test_the_subpackages_resolve_from_the_repository_root_too():
+    probe = "import seqops.models.nets.sasrec as m; print(m.__file__)"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=REPO).stdout
+    assert Path(out.strip()).resolve() == REPO / "models" / "nets" / "sasrec.py"
+
+
+def test_a_projects_param_overrides_do_not_leak_into_the_next_project(tmp_path):
+    """make_project once merged overrides into the shared SMALL dict: a Markov project made every
+    later project in that process Markov (the week test's 'bad params' day then passed the gate)."""
+    from tests.conftest import make_project
+
+    make_project(tmp_path / "a", {"model": {"kind": "markov"}})
+    params = yaml.safe_load((make_project(tmp_path / "b") / "params.yaml").read_text())
+    assert params["model"]["kind"] == "sasrec"

@@ -16,6 +16,7 @@ BIN = Path(sys.executable).parent
 
 TRIGGER = """
 import asyncio, json, sys
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
