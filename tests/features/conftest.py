@@ -3,6 +3,8 @@ applied with the real `feast apply`."""
 
 from __future__ import annotations
 
+import socket
+
 import pandas as pd
 import pytest
 
@@ -40,3 +42,34 @@ def feature_paths(project) -> Paths:
     build_features(paths, events_at([(1, 1, "0h")]))
     store.apply(paths)
     return paths
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def reachable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def events_frame() -> pd.DataFrame:
+    ts = pd.to_datetime(
+        [
+            "2026-01-01 00:00:00",
+            "2026-01-01 00:01:00",
+            "2026-01-01 05:00:00",
+            "2026-01-02 00:00:00",
+            "2026-01-02 00:00:30",
+        ],
+        utc=True,
+    )
+    return pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2],
+            "item_id": [5, 6, 7, 8, 9],
+            "ts": ts,
+            "event_type": ["view", "view", "cart", "view", "purchase"],
+            "session_id": [1, 1, 2, 3, 3],
+        }
+    )

@@ -1,28 +1,5 @@
-import pandas as pd
-
 from seqops.features.sequences import user_feature_table, user_summary
-
-
-def events_frame() -> pd.DataFrame:
-    ts = pd.to_datetime(
-        [
-            "2026-01-01 00:00:00",
-            "2026-01-01 00:01:00",
-            "2026-01-01 05:00:00",
-            "2026-01-02 00:00:00",
-            "2026-01-02 00:00:30",
-        ],
-        utc=True,
-    )
-    return pd.DataFrame(
-        {
-            "user_id": [1, 1, 1, 2, 2],
-            "item_id": [5, 6, 7, 8, 9],
-            "ts": ts,
-            "event_type": ["view", "view", "cart", "view", "purchase"],
-            "session_id": [1, 1, 2, 3, 3],
-        }
-    )
+from tests.features.conftest import events_frame
 
 
 def test_rows_hold_the_state_after_each_event_truncated_to_max_len():

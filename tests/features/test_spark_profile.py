@@ -13,7 +13,7 @@ from seqops.config import Paths
 from seqops.features import store
 from seqops.models.training.splits import target_entities, temporal_entities
 from tests.conftest import make_project
-from tests.features.test_store import PG_ADMIN, reachable
+from tests.features.conftest import PG_ADMIN, reachable
 from tests.flows.conftest import run_seqops
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -1,7 +1,6 @@
 """Real Feast: apply the repo, point-in-time join, materialize, online read — on the embedded
 default (SQLite + file registry) and on the scale-out profile (Redis + PostgreSQL registry)."""
 
-import socket
 import uuid
 
 import pandas as pd
@@ -11,15 +10,7 @@ import yaml
 from seqops.config import Paths
 from seqops.features import store
 from seqops.features.sequences import write_user_features
-from tests.features.test_sequences import events_frame
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+from tests.features.conftest import PG_ADMIN, events_frame, reachable
 
 
 def check_store_round_trip(paths: Paths, profile: str) -> None:
