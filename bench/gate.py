@@ -84,19 +84,7 @@ def day_sized_bench(replicas: int, drifts: list[float], gp: GateParams) -> list[
             for name, same_span in variants.items():
                 hits[name, d] += behaviour_drift(events, seen, counts, gp, same_span=same_span)["dataset_drift"]
         print(f"  day-sized replica {r + 1}/{replicas}", file=sys.stderr, flush=True)
-    return [
-        {
-            "config": name,
-            "method": gp.drift_method,
-            "threshold": gp.drift_threshold,
-            "share_threshold": gp.drift_share_threshold,
-            "drift": d,
-            "flagged": hits[name, d],
-            "replicas": replicas,
-            "rate": hits[name, d] / replicas,
-        }
-        for name, d in hits
-    ]
+    return drift_rows(hits, {name: gp for name in variants}, replicas)
 
 
 def record_day_sized(out: Path, rows: list[dict], seconds: float) -> None:
@@ -114,6 +102,23 @@ def record_day_sized(out: Path, rows: list[dict], seconds: float) -> None:
     out.write_text(json.dumps(results, indent=2))
 
 
+def drift_rows(hits: dict[tuple[str, float], int], configs: dict[str, GateParams], replicas: int) -> list[dict]:
+    """One row per (config, drift): how many replicas the drift check flagged, and the rate."""
+    return [
+        {
+            "config": name,
+            "method": configs[name].drift_method,
+            "threshold": configs[name].drift_threshold,
+            "share_threshold": configs[name].drift_share_threshold,
+            "drift": d,
+            "flagged": flagged,
+            "replicas": replicas,
+            "rate": flagged / replicas,
+        }
+        for (name, d), flagged in hits.items()
+    ]
+
+
 def drift_bench(replicas: int, drifts: list[float], configs: dict[str, GateParams]) -> list[dict]:
     params = load_params(REPO / "params.yaml")
     hits = {(name, d): 0 for name in configs for d in [0.0, *drifts]}
@@ -125,22 +130,7 @@ def drift_bench(replicas: int, drifts: list[float], configs: dict[str, GateParam
             for name, gp in configs.items():
                 hits[name, d] += behaviour_drift(events, seen, counts, gp)["dataset_drift"]
         print(f"  drift replica {r + 1}/{replicas}", file=sys.stderr, flush=True)
-    return [
-        {
-            "config": name,
-            "method": gp.drift_method,
-            "threshold": gp.drift_threshold,
-            "share_threshold": gp.drift_share_threshold,
-            "drift": d,
-            "flagged": hits[name, d],
-            "replicas": replicas,
-            "rate": hits[name, d] / replicas,
-        }
-        for (name, d), gp in ((key, configs[key[0]]) for key in hits)
-    ]
-
-
-# -- 2. performance check -------------------------------------------------------------------
+    return drift_rows(hits, configs, replicas)
 
 
 def markov_scorer(events: pd.DataFrame, n_items: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

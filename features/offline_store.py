@@ -12,6 +12,8 @@ feature_store.yaml: `offline_store: {type: seqops.features.offline_store.Project
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import ibis
@@ -54,6 +56,25 @@ def _store_options(config) -> dict:
     }
 
 
+def bound_call(feast_method: Callable, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+    """A call's arguments by name as the overridden Feast method takes them (Feast passes them by
+    keyword, our own code by position), defaults filled in."""
+    bound = inspect.signature(feast_method).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound
+
+
+def on_project_sources(ibis_call: Callable, feast_method: Callable) -> staticmethod:
+    """A store method taking `feast_method`'s arguments and running Feast's ibis implementation of
+    it (`ibis_call`) with the project's source reader instead of Feast's DuckDB one."""
+
+    def method(*args, **kwargs):
+        arguments = bound_call(feast_method, args, kwargs).arguments
+        return ibis_call(**arguments, **_store_options(arguments["config"]))
+
+    return staticmethod(method)
+
+
 class ProjectDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
     type: StrictStr = "seqops.features.offline_store.ProjectDuckDBOfflineStore"
 
@@ -61,71 +82,12 @@ class ProjectDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
 class ProjectDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
     """Feast's DuckDB offline store with repo-relative source paths (see the module docstring)."""
 
-    @staticmethod
-    def pull_latest_from_table_or_query(
-        config,
-        data_source,
-        join_key_columns,
-        feature_name_columns,
-        timestamp_field,
-        created_timestamp_column,
-        start_date,
-        end_date,
-    ):
-        return pull_latest_from_table_or_query_ibis(
-            config=config,
-            data_source=data_source,
-            join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns,
-            timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column,
-            start_date=start_date,
-            end_date=end_date,
-            **_store_options(config),
-        )
-
-    @staticmethod
-    def get_historical_features(
-        config,
-        feature_views,
-        feature_refs,
-        entity_df,
-        registry,
-        project,
-        full_feature_names=False,
-        filter_by_created_timestamp=False,
-    ):
-        return get_historical_features_ibis(
-            config=config,
-            feature_views=feature_views,
-            feature_refs=feature_refs,
-            entity_df=entity_df,
-            registry=registry,
-            project=project,
-            full_feature_names=full_feature_names,
-            filter_by_created_timestamp=filter_by_created_timestamp,
-            **_store_options(config),
-        )
-
-    @staticmethod
-    def pull_all_from_table_or_query(
-        config,
-        data_source,
-        join_key_columns,
-        feature_name_columns,
-        timestamp_field,
-        created_timestamp_column=None,
-        start_date=None,
-        end_date=None,
-    ):
-        return pull_all_from_table_or_query_ibis(
-            config=config,
-            data_source=data_source,
-            join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns,
-            timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column,
-            start_date=start_date,
-            end_date=end_date,
-            **_store_options(config),
-        )
+    get_historical_features = on_project_sources(
+        get_historical_features_ibis, feast_duckdb.DuckDBOfflineStore.get_historical_features
+    )
+    pull_latest_from_table_or_query = on_project_sources(
+        pull_latest_from_table_or_query_ibis, feast_duckdb.DuckDBOfflineStore.pull_latest_from_table_or_query
+    )
+    pull_all_from_table_or_query = on_project_sources(
+        pull_all_from_table_or_query_ibis, feast_duckdb.DuckDBOfflineStore.pull_all_from_table_or_query
+    )

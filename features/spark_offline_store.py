@@ -18,6 +18,7 @@ import copy
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 from feast.infra.offline_stores.file_source import FileSource
 from pydantic import StrictStr
 
-from seqops.features.offline_store import resolve_source_path
+from seqops.features.offline_store import bound_call, resolve_source_path
 from seqops.features.store import SPARK_OFFLINE_STORE
 
 
@@ -78,80 +79,29 @@ class ProjectSparkOfflineStoreConfig(SparkOfflineStoreConfig):
     type: StrictStr = SPARK_OFFLINE_STORE
 
 
+def through_spark(feast_method: Callable) -> staticmethod:
+    """`feast_method` (a SparkOfflineStore method) with the project's FileSources handed over as
+    SparkSources — the data source of a pull, the views' batch sources of a join."""
+
+    def method(*args, **kwargs):
+        ensure_java_home()
+        bound = bound_call(feast_method, args, kwargs)
+        arguments, repo = bound.arguments, str(bound.arguments["config"].repo_path)
+        if "data_source" in arguments:
+            arguments["data_source"] = as_spark_source(arguments["data_source"], repo)
+        if "feature_views" in arguments:
+            arguments["feature_views"] = [with_spark_source(view, repo) for view in arguments["feature_views"]]
+        return feast_method(*bound.args, **bound.kwargs)
+
+    return staticmethod(method)
+
+
 class ProjectSparkOfflineStore(SparkOfflineStore):
     """Feast's Spark offline store over the project's FileSource (see the module docstring)."""
 
-    @staticmethod
-    def pull_latest_from_table_or_query(
-        config,
-        data_source,
-        join_key_columns,
-        feature_name_columns,
-        timestamp_field,
-        created_timestamp_column,
-        start_date,
-        end_date,
-    ):
-        ensure_java_home()
-        return SparkOfflineStore.pull_latest_from_table_or_query(
-            config,
-            as_spark_source(data_source, str(config.repo_path)),
-            join_key_columns,
-            feature_name_columns,
-            timestamp_field,
-            created_timestamp_column,
-            start_date,
-            end_date,
-        )
-
-    @staticmethod
-    def get_historical_features(
-        config,
-        feature_views,
-        feature_refs,
-        entity_df,
-        registry,
-        project,
-        full_feature_names=False,
-        filter_by_created_timestamp=False,
-        **kwargs,
-    ):
-        ensure_java_home()
-        views = [with_spark_source(view, str(config.repo_path)) for view in feature_views]
-        return SparkOfflineStore.get_historical_features(
-            config,
-            views,
-            feature_refs,
-            entity_df,
-            registry,
-            project,
-            full_feature_names=full_feature_names,
-            filter_by_created_timestamp=filter_by_created_timestamp,
-            **kwargs,
-        )
-
-    @staticmethod
-    def pull_all_from_table_or_query(
-        config,
-        data_source,
-        join_key_columns,
-        feature_name_columns,
-        timestamp_field,
-        created_timestamp_column=None,
-        start_date=None,
-        end_date=None,
-    ):
-        ensure_java_home()
-        return SparkOfflineStore.pull_all_from_table_or_query(
-            config,
-            as_spark_source(data_source, str(config.repo_path)),
-            join_key_columns,
-            feature_name_columns,
-            timestamp_field,
-            created_timestamp_column,
-            start_date,
-            end_date,
-        )
+    get_historical_features = through_spark(SparkOfflineStore.get_historical_features)
+    pull_latest_from_table_or_query = through_spark(SparkOfflineStore.pull_latest_from_table_or_query)
+    pull_all_from_table_or_query = through_spark(SparkOfflineStore.pull_all_from_table_or_query)
 
 
 def latest_feature_rows(store, view, features: list[str], start: datetime, end: datetime) -> pa.Table:

@@ -78,6 +78,8 @@ def setup(project: Path) -> tuple[Params, Paths]:
     (paths.home / "prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(paths.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the ephemeral server migrates its SQLite database at start: > 20 s (Prefect's default) on a busy 2-core box
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return load_params(paths.project / "params.yaml"), paths
 
 

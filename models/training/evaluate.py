@@ -139,21 +139,12 @@ def ranking_label(p: EvaluateParams) -> str:
 
 
 def evaluate(
-    score_fn: ScoreFn,
-    inputs: Sequence[np.ndarray],
-    targets: np.ndarray,
-    p: EvaluateParams,
-    batch_size: int = 256,
-    *,
-    types: Sequence[np.ndarray] | None = None,
-    item_counts: np.ndarray | None = None,
-    progress: bool = True,
+    score_fn: ScoreFn, inputs: Sequence[np.ndarray], targets: np.ndarray, p: EvaluateParams, *args, **kwargs
 ) -> dict[str, float]:
     """Score histories in batches (score_fn(histories[, types]) -> [B, n_items + 1]), rank the
-    targets and add coverage@k. `item_counts` weight the popularity-sampled negatives."""
-    return evaluate_seen_both_ways(
-        score_fn, inputs, targets, p, batch_size, types=types, item_counts=item_counts, progress=progress, both=False
-    )[p.exclude_seen]
+    targets and add coverage@k, under p.exclude_seen's protocol: `evaluate_seen_both_ways` (same
+    arguments) with only that protocol computed."""
+    return evaluate_seen_both_ways(score_fn, inputs, targets, p, *args, **kwargs, both=False)[p.exclude_seen]
 
 
 def evaluate_seen_both_ways(
@@ -168,7 +159,7 @@ def evaluate_seen_both_ways(
     progress: bool = True,
     both: bool = True,
 ) -> dict[bool, dict[str, float]]:
-    """`evaluate`'s metrics keyed by exclude_seen, True (history items removed from the ranking, the
+    """The ranking metrics keyed by exclude_seen, True (history items removed from the ranking, the
     published protocol) and False, from the same scores (each batch is scored once); with
     `both=False` only p.exclude_seen's."""
     targets = np.asarray(targets, dtype=np.int64)

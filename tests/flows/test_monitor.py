@@ -17,58 +17,23 @@ def write_log(directory, day, records):
         fh.write('{"cut by a cra')  # a torn last line is skipped
 
 
+def request_line(time: str, user: str, items: list | None, fallback: bool = False, **fields) -> dict:
+    """One request-log line as serving/logs.py writes it (no `client`: an older line)."""
+    line = {"time": f"{time}+00:00", "endpoint": "recommend", "status": 200, "user_id": user}
+    return line | {"items": items, "fallback": fallback} | fields
+
+
 def test_requests_since_the_promote_and_only_answered_recommends(tmp_path):
     log = tmp_path / "requests"
-    write_log(
-        log,
-        "2026-01-01",
-        [
-            {
-                "time": "2026-01-01T10:00:00+00:00",
-                "endpoint": "recommend",
-                "status": 200,
-                "user_id": "u1",
-                "items": ["a"],
-                "fallback": False,
-            }
-        ],
-    )
+    write_log(log, "2026-01-01", [request_line("2026-01-01T10:00:00", "u1", ["a"])])
     write_log(
         log,
         "2026-01-02",
         [
-            {
-                "time": "2026-01-02T10:00:00+00:00",
-                "endpoint": "recommend",
-                "status": 200,
-                "user_id": "u1",
-                "items": ["b", "c"],
-                "fallback": False,
-            },
-            {
-                "time": "2026-01-02T10:00:01+00:00",
-                "endpoint": "recommend",
-                "status": 400,
-                "user_id": "u2",
-                "items": None,
-                "fallback": False,
-            },
-            {
-                "time": "2026-01-02T10:00:02+00:00",
-                "endpoint": "churn",
-                "status": 200,
-                "user_id": "u1",
-                "items": None,
-                "fallback": False,
-            },
-            {
-                "time": "2026-01-02T10:00:03+00:00",
-                "endpoint": "recommend",
-                "status": 200,
-                "user_id": "u3",
-                "items": ["z"],
-                "fallback": True,
-            },
+            request_line("2026-01-02T10:00:00", "u1", ["b", "c"]),
+            request_line("2026-01-02T10:00:01", "u2", None, status=400),
+            request_line("2026-01-02T10:00:02", "u1", None, endpoint="churn"),
+            request_line("2026-01-02T10:00:03", "u3", ["z"], fallback=True),
         ],
     )
     frame = read_requests(log, pd.Timestamp("2026-01-02T00:00:00", tz="UTC"))
@@ -114,18 +79,8 @@ def test_hit_rate_uses_each_users_latest_earlier_answer():
 
 
 def answers(client: str, n: int, fallback: bool, start: str = "2026-01-02T10:00:00") -> list[dict]:
-    return [
-        {
-            "time": (pd.Timestamp(start, tz="UTC") + pd.Timedelta(seconds=i)).isoformat(),
-            "endpoint": "recommend",
-            "status": 200,
-            "user_id": f"{client}-{i}",
-            "items": ["a"],
-            "fallback": fallback,
-            "client": client,
-        }
-        for i in range(n)
-    ]
+    times = [(pd.Timestamp(start) + pd.Timedelta(seconds=i)).isoformat() for i in range(n)]
+    return [request_line(t, f"{client}-{i}", ["a"], fallback, client=client) for i, t in enumerate(times)]
 
 
 def test_one_clients_burst_of_unknown_users_does_not_trigger_a_retrain(tmp_path):
@@ -153,18 +108,5 @@ def test_one_clients_burst_of_unknown_users_does_not_trigger_a_retrain(tmp_path)
 
 def test_request_log_lines_without_a_client_count_as_one_unknown_client(tmp_path):
     log = tmp_path / "requests"
-    write_log(
-        log,
-        "2026-01-02",
-        [
-            {
-                "time": "2026-01-02T10:00:00+00:00",
-                "endpoint": "recommend",
-                "status": 200,
-                "user_id": "u1",
-                "items": ["a"],
-                "fallback": True,
-            }
-        ],
-    )
+    write_log(log, "2026-01-02", [request_line("2026-01-02T10:00:00", "u1", ["a"], fallback=True)])
     assert read_requests(log)["client"].tolist() == ["unknown"]
