@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+# One compute thread per test process (inherited by the CLI, dvc and service subprocesses): `make test`
+# runs two workers on two cores, and torch's default of a thread per core then oversubscribes them —
+# a toy training step waits on spinning threads (measured: 52 s with 2 threads vs 4 s with 1 on a
+# loaded machine). Set before anything imports torch.
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["params.yaml", "dvc.yaml", "feature_repo", "features", "models", "requirements", ".dvc/config"]
