@@ -29,14 +29,13 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.loop import drop_database, print_table, scale_out_profile  # noqa: E402
+from bench.loop import print_table  # noqa: E402
 from seqops.config import Paths, SyntheticParams  # noqa: E402
-from seqops.features import store  # noqa: E402
+from seqops.features import scale_out, store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.features.synthetic import iter_batch_chunks  # noqa: E402
 from seqops.models.training.splits import target_entities  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
-from tests.features.test_store import reachable  # noqa: E402
 
 MAX_LEN = 50
 EVENTS_PER_USER = SyntheticParams().sessions_per_user * SyntheticParams().session_length
@@ -134,7 +133,7 @@ def materialize_part(n_users: int, profile: str) -> dict:
         project = make_project(Path(tmp) / "project")
         paths, database = Paths(project), None
         if profile == "scale_out":
-            database, _ = scale_out_profile(project)
+            database = scale_out.isolate(project, "seqops_bench")
         try:
             table = latest_rows_table(n_users)
             paths.user_features.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +155,7 @@ def materialize_part(n_users: int, profile: str) -> dict:
             }
         finally:
             if profile == "scale_out":
-                store.open_store(paths, profile).teardown()  # drops this project's Redis keys
-                drop_database(database)
+                scale_out.remove(project, database)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -205,7 +203,7 @@ def main() -> None:
             results["pit"] += pit_part(size, args.pit_stores.split(","))
             print_table("point-in-time training frame", results["pit"])
     if "materialize" in args.parts:
-        profiles = ["local"] + (["scale_out"] if reachable(6379) and reachable(5432) else [])
+        profiles = ["local"] + (["scale_out"] if scale_out.services_up() else [])
         for n_users in args.users:
             for profile in profiles:
                 results["materialize"].append(materialize_part(n_users, profile))

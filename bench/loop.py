@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from seqops.config import EvaluateParams, ModelParams, Paths, SyntheticParams, TrainParams  # noqa: E402
-from seqops.features import store  # noqa: E402
+from seqops.features import scale_out, store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.features.synthetic import generate_batch  # noqa: E402
 from seqops.models.nets.sasrec import SASRecModel  # noqa: E402
 from seqops.models.training.train import train_model  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
-from tests.features.test_store import PG_ADMIN, reachable  # noqa: E402
 
 
 def feature_events(n_users: int, seed: int = 0) -> pd.DataFrame:
@@ -54,28 +52,6 @@ def feature_events(n_users: int, seed: int = 0) -> pd.DataFrame:
     ).sort_values(["user_id", "ts"])
     gap = frame.groupby("user_id")["ts"].diff().dt.total_seconds()
     return frame.assign(session_id=(gap.isna() | (gap > 1800)).cumsum())
-
-
-def scale_out_profile(project: Path) -> tuple[str, str]:
-    import psycopg
-
-    suffix = uuid.uuid4().hex[:8]
-    database = f"seqops_bench_{suffix}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
-    profile = project / "feature_repo" / "profiles" / "scale_out" / "feature_store.yaml"
-    config = yaml.safe_load(profile.read_text())
-    config["project"] = f"seqops_bench_{suffix}"
-    config["registry"]["path"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-    profile.write_text(yaml.safe_dump(config))
-    return database, config["project"]
-
-
-def drop_database(database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def measure_store(paths: Paths, profile: str, pushes: int) -> dict:
@@ -126,13 +102,12 @@ def store_part(n_users: int, pushes: int) -> list[dict]:
         feature_events(n_users).to_parquet(paths.events)
         write_user_features(paths.events, paths.user_features, max_len=50)
         rows.append(measure_store(paths, "local", pushes))
-        if reachable(6379) and reachable(5432):
-            database, _ = scale_out_profile(project)
+        if scale_out.services_up():
+            database = scale_out.isolate(project, "seqops_bench")
             try:
                 rows.append(measure_store(paths, "scale_out", pushes))
-                store.open_store(paths, "scale_out").teardown()
             finally:
-                drop_database(database)
+                scale_out.remove(project, database)
         else:
             rows.append({"profile": "scale_out", "skipped": "Redis/PostgreSQL on 127.0.0.1 unreachable"})
     return rows

@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -28,14 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.features import MAX_LEN, int_list, write_events  # noqa: E402
-from bench.loop import drop_database, print_table  # noqa: E402
+from bench.loop import print_table  # noqa: E402
 from seqops.config import Paths  # noqa: E402
-from seqops.features import store  # noqa: E402
+from seqops.features import scale_out, store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.models.training.splits import target_entities  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
-from tests.features.test_spark_profile import comparable, isolate_profile, stop_spark  # noqa: E402
-from tests.features.test_store import reachable  # noqa: E402
+from tests.features.test_spark_profile import comparable, stop_spark  # noqa: E402
 
 
 def timed_frame(paths: Paths, entities: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, float]:
@@ -62,7 +60,7 @@ def measure(n_events: int) -> dict:
     """Seconds for the training frame on the default profile and on the spark profile (cold, warm)."""
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp) / "project")
-        database = isolate_profile(project, "spark", f"bench_{uuid.uuid4().hex[:8]}")
+        database = scale_out.isolate(project, "seqops_bench", "spark")
         paths = Paths(project)
         try:
             rows = write_events(n_events, paths.events)
@@ -86,10 +84,7 @@ def measure(n_events: int) -> dict:
             }
         finally:
             stop_spark()
-            try:
-                store.open_store(paths, "spark").teardown()  # drops this project's Redis keys
-            finally:
-                drop_database(database)
+            scale_out.remove(project, database, "spark")
 
 
 def main() -> None:
@@ -97,7 +92,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int_list, default=[100_000], help="events, comma-separated")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "spark.json")
     args = parser.parse_args()
-    if not (reachable(6379) and reachable(5432)):
+    if not scale_out.services_up():
         sys.exit("the spark profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
 
     results = []

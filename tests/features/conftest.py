@@ -3,8 +3,6 @@ applied with the real `feast apply`."""
 
 from __future__ import annotations
 
-import socket
-
 import pandas as pd
 import pytest
 
@@ -42,15 +40,6 @@ def feature_paths(project) -> Paths:
     build_features(paths, events_at([(1, 1, "0h")]))
     store.apply(paths)
     return paths
-
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def events_frame() -> pd.DataFrame:

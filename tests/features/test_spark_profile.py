@@ -3,17 +3,13 @@ Redis online store and PostgreSQL registry of scale_out. On a project built by t
 (generate → ingest → features) it gives the train stage the same training frame as the default
 profile (DuckDB), and its materialize (Feast's Spark pull) writes the same online rows."""
 
-import uuid
-
 import pandas as pd
 import pytest
-import yaml
 
 from seqops.config import Paths
-from seqops.features import store
+from seqops.features import scale_out, store
 from seqops.models.training.splits import target_entities, temporal_entities
 from tests.conftest import make_project
-from tests.features.conftest import PG_ADMIN, reachable
 from tests.flows.conftest import run_seqops
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -21,33 +17,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 N_USERS = 550  # × 3 sessions × ~6 events ≈ 10^4 events
 
 
-def isolate_profile(project, profile: str, suffix: str) -> str:
-    """Point the project's copy of a profile at its own PostgreSQL database and Feast project (own
-    registry rows and Redis keys); returns the database name."""
-    import psycopg
-
-    database = f"seqops_feast_test_{suffix}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
-    path = project / "feature_repo" / "profiles" / profile / "feature_store.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["project"] = f"seqops_test_{suffix}"
-    config["registry"]["path"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-    path.write_text(yaml.safe_dump(config))
-    return database
-
-
 @pytest.fixture(scope="module")
 def spark_paths(tmp_path_factory) -> Paths:
-    if not (reachable(6379) and reachable(5432)):
+    if not scale_out.services_up():
         pytest.skip("the spark profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
-    import psycopg
-
     project = make_project(
         tmp_path_factory.mktemp("spark") / "project",
         {"data": {"synthetic": {"n_users": N_USERS}}, "ingest": {"data_report": False}},
     )
-    database = isolate_profile(project, "spark", uuid.uuid4().hex[:8])
+    database = scale_out.isolate(project, "seqops_feast_test", "spark")
     paths = Paths(project)
     try:
         run_seqops(project, "generate", "--batch", "0")
@@ -57,11 +35,7 @@ def spark_paths(tmp_path_factory) -> Paths:
         yield paths
     finally:
         stop_spark()
-        try:
-            store.open_store(paths, "spark").teardown()  # drops this project's Redis keys
-        finally:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        scale_out.remove(project, database, "spark")
 
 
 def stop_spark() -> None:
