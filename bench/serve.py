@@ -98,6 +98,14 @@ def make_client(url: str) -> httpx.AsyncClient:
     )
 
 
+async def answered(client: httpx.AsyncClient, body: bytes) -> bool:
+    """POST one /recommend; True when it was answered 200."""
+    try:
+        return (await client.post("/recommend", content=body)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 async def closed_loop(url: str, bodies: list[bytes], concurrency: int, duration: float, max_requests: int) -> dict:
     latencies: list[float] = []
     errors = 0
@@ -114,12 +122,8 @@ async def closed_loop(url: str, bodies: list[bytes], concurrency: int, duration:
                 body = bodies[i % len(bodies)]
                 i += concurrency
                 started = time.perf_counter()
-                try:
-                    ok = (await client.post("/recommend", content=body)).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                errors += not await answered(client, body)
                 latencies.append(time.perf_counter() - started)
-                errors += not ok
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
@@ -137,12 +141,8 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, cap: int, durati
 
     async def one(client: httpx.AsyncClient, body: bytes, scheduled: float) -> None:
         nonlocal errors
-        try:
-            ok = (await client.post("/recommend", content=body)).status_code == 200
-        except httpx.HTTPError:
-            ok = False
+        errors += not await answered(client, body)
         latencies.append(time.perf_counter() - scheduled)
-        errors += not ok
         idle.put_nowait(client)
 
     tasks = []
