@@ -34,6 +34,7 @@ MIN_Z = 0.5  # a feature distinguishes a segment when its mean is this many stan
 MIN_LIFT = 1.5  # a category distinguishes a segment when its share there is this many times its share overall
 MIN_CATEGORY_SHARE = 0.05
 N_REASONS = 3
+LABEL_WORDS = 2  # a label: the words of the two features furthest from everyone's, then the categories it is into
 # feature → (what it is, word when high, word when low); `share:<type>` columns are added per event type
 FEATURES: dict[str, tuple[str, str, str]] = {
     "recency_days": ("days since the last event", "lapsed", "recently active"),
@@ -193,6 +194,10 @@ def _feature_words(name: str) -> tuple[str, str, str]:
     return FEATURES[name]
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
 def _level(score: float) -> str:
     return "high" if score >= 0.7 * RFM_LEVELS else "low" if score <= 0.5 * RFM_LEVELS else "mid"
 
@@ -209,8 +214,10 @@ def describe(behaviour: BehaviourProfiles, labels: np.ndarray) -> list[dict]:
         seg_mean = values[members].mean()
         z = ((seg_mean - mean) / std).dropna()
         reasons = [name for name in z.abs().sort_values(ascending=False).index if abs(z[name]) >= MIN_Z][:N_REASONS]
-        words = [_feature_words(name)[1 if z[name] > 0 else 2] for name in reasons]
-        sentences = [f"{_feature_words(name)[0]}: {seg_mean[name]:.3g} vs {mean[name]:.3g} overall" for name in reasons]
+        words = [_feature_words(name)[1 if z[name] > 0 else 2] for name in reasons][:LABEL_WORDS]
+        sentences = [
+            f"{_feature_words(name)[0]}: {_number(seg_mean[name])} vs {_number(mean[name])} overall" for name in reasons
+        ]
         categories = _top_segment_categories(behaviour.category_shares[members].mean(), overall_categories)
         lifted = [c for c in categories if c["share"] >= MIN_LIFT * max(c["overall"], 1e-9)][:2]
         if lifted:
@@ -219,7 +226,7 @@ def describe(behaviour: BehaviourProfiles, labels: np.ndarray) -> list[dict]:
         out.append(
             {
                 "segment": int(seg),
-                "label": ("unclustered: " if seg == NOISE else "") + (", ".join(words[:3]) or "typical users"),
+                "label": ("unclustered: " if seg == NOISE else "") + (", ".join(words) or "typical users"),
                 "size": int(members.sum()),
                 "share": round(float(members.mean()), 4),
                 "churn_rate": round(float(behaviour.table["churned"][members].mean()), 4),

@@ -69,7 +69,13 @@ TAGS = [
     {"name": "Events", "description": "fresh behaviour in"},
     {"name": "Infrastructure", "description": "probes, metrics and the served model's metadata"},
 ]
-API_TAGS = {"recommend": "Predictions", "next_action": "Predictions", "churn": "Predictions", "events": "Events"}
+API_TAGS = {
+    "recommend": "Predictions",
+    "next_action": "Predictions",
+    "churn": "Predictions",
+    "profile": "Predictions",
+    "events": "Events",
+}
 EXAMPLES = {  # API name → (request, answer): what a client sends and gets back
     "recommend": (
         {"user_id": "u000042", "k": 3},
