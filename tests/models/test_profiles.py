@@ -14,11 +14,12 @@ from seqops.config import ModelParams, Params, Paths
 from seqops.config_profile import ProfileParams
 from seqops.features.profiles import behaviour_profiles
 from seqops.models.nets.baselines import PopularityModel
-from seqops.models.nets.markov import MarkovModel
 from seqops.models.nets.sasrec import SASRecModel
-from seqops.models.profiles import profile_stage
+from seqops.models.nets.zoo import build_model
+from seqops.models.profiles import profile_stage, user_embeddings
 from seqops.models.segments import NOISE, describe, segment
 from seqops.models.training.artifact import Artifact, save_artifact
+from seqops.models.training.data import type_ids
 
 START = pd.Timestamp("2026-01-01", tz="UTC")
 N_ITEMS = 40
@@ -81,18 +82,34 @@ def test_hdbscan_and_the_numbering_by_size():
     assert (seg.labels[:30] == 0).mean() > 0.9
 
 
-def test_embedding_is_the_state_the_scores_are_read_from(tmp_path):
+KINDS = {  # kind → model params beyond the small defaults
+    "sasrec": {},
+    "sasrec-types": {"kind": "sasrec", "heads": ["next_item", "next_action"]},
+    "bert4rec": {"kind": "bert4rec"},
+    "gru4rec": {"kind": "gru4rec"},
+    "markov": {"kind": "markov"},
+    "popularity": {"kind": "popularity"},
+}
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_embedding_is_the_state_the_scores_are_read_from(tmp_path, name):
     torch.manual_seed(0)
-    model = SASRecModel.from_params(N_ITEMS, 10, ModelParams(hidden_size=16, num_layers=1, num_heads=2))
-    artifact = Artifact(tmp_path, model.eval(), PopularityModel.from_counts(np.ones(N_ITEMS + 1)), {})
-    histories = [np.array([1, 2, 3]), np.array([5]), np.array([7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18])]
-    emb = artifact.embeddings(histories)
+    p = ModelParams(**{"hidden_size": 16, "num_layers": 1, "num_heads": 2, "kind": name, **KINDS[name]})
+    model = build_model(p, N_ITEMS, 10, ["view", "cart", "purchase"]).eval()
+    artifact = Artifact(tmp_path, model, PopularityModel.from_counts(np.ones(N_ITEMS + 1)), {})
+    histories = [np.array([1, 2, 3]), np.array([5]), np.arange(7, 19)]
+    types = [["view", "cart", "view"], ["purchase"], ["view"] * 12]
+    emb = user_embeddings(artifact, histories, types)
+    if p.kind in ("markov", "popularity"):  # no sequence encoder: profiles without an embedding
+        assert emb is None
+        return
     assert emb.shape == (3, 16) and emb.dtype == np.float32
+    ids = [type_ids(t, ["view", "cart", "purchase"]) for t in types] if artifact.reads_types else None
+    assert artifact.reads_types == (name == "sasrec-types")
     with torch.no_grad():
         want = emb @ model.item_table()[1:].numpy().T
-    np.testing.assert_allclose(artifact.scores(histories)[:, 1:], want, rtol=1e-4, atol=1e-4)
-    markov = MarkovModel.from_params(N_ITEMS, 10, ModelParams(kind="markov"))
-    assert Artifact(tmp_path, markov, artifact.popularity, {}).embeddings(histories) is None
+    np.testing.assert_allclose(artifact.scores(histories, types=ids)[:, 1:], want, rtol=1e-4, atol=1e-4)
 
 
 def candidate_project(root) -> Paths:
@@ -128,11 +145,10 @@ def test_the_stage_writes_profiles_segments_report_and_history(tmp_path):
     report = (tmp_path / summary["report"]).read_text()
     assert report.count("data:image/png;base64") == 4 and summary["segments"][0]["label"] in report
 
-    profile_stage(params, paths)
     history = (paths.reports / "profiles" / "history.jsonl").read_text().splitlines()
-    assert len(history) == 2 and json.loads(history[-1])["sizes"] == {
-        str(s["segment"]): s["size"] for s in summary["segments"]
-    }
+    assert [json.loads(line)["sizes"] for line in history] == [
+        {str(s["segment"]): s["size"] for s in summary["segments"]}
+    ]
 
 
 def test_no_champion_and_no_candidate_is_a_clear_error(tmp_path):

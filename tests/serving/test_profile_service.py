@@ -117,3 +117,15 @@ def test_real_service_answers_and_refuses_naming_the_field(served_project, profi
         assert not_json.status_code == 400, not_json.text
         docs = httpx.get(f"{url}/docs.json", timeout=30).json()
         assert docs["paths"]["/profile"]["post"]["tags"] == ["Predictions"]
+
+
+def test_forgetting_a_user_removes_their_profile_online(book, served_project):
+    """forget-user's online delete reaches every view: the sequence row and the profile row."""
+    from seqops.features.erasure import delete_online_row
+
+    assert book.answer(raw_user(N_USERS))["source"] == "online"
+    assert delete_online_row(Paths(served_project), N_USERS) > 0
+    assert book.answer(raw_user(N_USERS))["source"] == "profile_run"  # only the run's file is left (forget scrubs it)
+    store = book.engine.store
+    sequence = store.get_online_features(features=["user_sequence:n_events"], entity_rows=[{"user_id": N_USERS}])
+    assert sequence.to_dict()["n_events"] == [None]
