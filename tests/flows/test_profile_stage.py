@@ -1,6 +1,6 @@
 """The `profile` DVC stage: `dvc repro` runs `seqops profile` under the champion, records its
-outputs and metrics in dvc.lock, and finds it up to date on a second run; the monitor reports the
-segment sizes of the run."""
+outputs and metrics in dvc.lock, and finds it up to date on a second run; the monitor's segment
+sizes show the run."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from seqops.config import Paths
+from seqops.flows.monitor import segment_sizes, segments_markdown
 from seqops.io import tool_env
 from seqops.models.release.registry import Registry
 from tests.serving.conftest import N_CATEGORIES, mini_project, write_state
@@ -30,7 +31,7 @@ def dvc(project: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_dvc_repro_runs_the_profile_stage_under_the_champion(tmp_path, seqops):
+def test_dvc_repro_runs_the_profile_stage_under_the_champion(tmp_path):
     project = mini_project(tmp_path / "project")
     paths = Paths(project)
     events = write_state(paths)
@@ -46,5 +47,7 @@ def test_dvc_repro_runs_the_profile_stage_under_the_champion(tmp_path, seqops):
     assert "didn't change" in dvc(project, "repro", "--single-item", "profile")
     assert "segments" in dvc(project, "metrics", "show")
 
-    report = seqops(project, "monitor", "--no-trigger").stdout
-    assert f"'users': {summary['users']}" in report and "'sizes'" in report, report
+    runs = segment_sizes(paths)  # what the monitor's answer and artifact show
+    assert [r["sizes"] for r in runs] == [{str(s["segment"]): s["size"] for s in summary["segments"]}]
+    assert runs[0]["data_version"] == summary["data_version"][:12]
+    assert summary["segments"][0]["label"] in "\n".join(segments_markdown(runs))
