@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from seqops.config import Params, Paths
 from seqops.config_profile import EmbeddingModel
-from seqops.features.profiles import ProfileFiles, behaviour_profiles
+from seqops.features.profiles import BehaviourProfiles, ProfileFiles, behaviour_profiles
 from seqops.io import atomic_path, file_md5, now_iso, write_json_atomic
 from seqops.models.release.registry import Registry
 from seqops.models.segments import describe, segment
@@ -60,12 +60,15 @@ def user_histories(events: pd.DataFrame, users: pd.Index, max_len: int) -> tuple
 
 
 def user_embeddings(artifact: Artifact, histories: list[np.ndarray], types: list[list[str]]) -> np.ndarray | None:
+    """`Artifact.embeddings` of the histories, with their event types when the model reads them."""
     names = getattr(artifact.model.config, "event_types", None)
     ids = [type_ids(t, names) for t in types] if artifact.reads_types and names else None
     return artifact.embeddings(histories, ids)
 
 
-def profile_table(behaviour, embedding: np.ndarray | None, labels: np.ndarray, segments: list[dict], meta: dict):
+def profile_table(
+    behaviour: BehaviourProfiles, embedding: np.ndarray | None, labels: np.ndarray, segments: list[dict], meta: dict
+) -> pa.Table:
     """The rows of profiles.parquet (the Feast view's columns, user_id and event_timestamp first)."""
     names = {s["segment"]: s["label"] for s in segments}
     t = behaviour.table.drop(columns=["rfm_r", "rfm_f", "rfm_m"])
@@ -129,7 +132,7 @@ def profile_stage(params: Params, paths: Paths) -> dict:
     return summary
 
 
-def _metrics(summary: dict, behaviour) -> dict:
+def _metrics(summary: dict, behaviour: BehaviourProfiles) -> dict:
     return {
         "users": summary["users"],
         "segments": summary["k"],

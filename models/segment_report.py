@@ -128,7 +128,9 @@ def render(behaviour: BehaviourProfiles, seg: Segmentation, summary: dict, param
     )
 
 
-def write_report(folder: Path, behaviour: BehaviourProfiles, seg: Segmentation, summary: dict, params) -> Path:
+def write_report(
+    folder: Path, behaviour: BehaviourProfiles, seg: Segmentation, summary: dict, params: ProfileParams
+) -> Path:
     """Write `folder/segments.html` (one rename); returns its path."""
     path = folder / "segments.html"
     write_bytes_atomic(path, render(behaviour, seg, summary, params).encode())
