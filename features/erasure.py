@@ -237,7 +237,7 @@ def _is_text(path: Path) -> bool:
 
 
 def delete_online_row(paths: Paths, user_int: int, profile: str = "local") -> int:
-    """Remove the user's row from the Feast online store. Feast has no single-key delete
+    """Remove the user's rows (every feature view's) from the Feast online store. Feast has no single-key delete
     (`online_write_batch` only upserts, `update`/`teardown` drop whole tables), so this deletes the
     key Feast itself wrote, built with Feast's own key encoding: SQLite (then VACUUM, so the freed
     pages do not keep the values) or Redis."""
@@ -247,10 +247,10 @@ def delete_online_row(paths: Paths, user_int: int, profile: str = "local") -> in
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from seqops.features.store import FEATURE_VIEW, open_store
+    from seqops.features.store import open_store
 
     store = open_store(paths, profile)
-    config, view = store.config, store.get_feature_view(FEATURE_VIEW)
+    config = store.config
     key = EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=int(user_int))])
     version = config.entity_key_serialization_version
     kind = config.online_store.type
@@ -260,11 +260,17 @@ def delete_online_row(paths: Paths, user_int: int, profile: str = "local") -> in
         db = SqliteOnlineStore._get_db_path(config)
         if not Path(db).exists():
             return 0
-        table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
-        with sqlite3.connect(db) as conn:
-            removed = conn.execute(
-                f'DELETE FROM "{table}" WHERE entity_key = ?', (serialize_entity_key(key, version),)
-            ).rowcount
+        versioning = config.registry.enable_online_feature_view_versioning
+        removed = 0
+        with sqlite3.connect(db) as conn:  # every view's table (the sequences, the profiles): one per view
+            for view in store.list_feature_views():
+                table = _table_id(config.project, view, versioning)
+                try:
+                    removed += conn.execute(
+                        f'DELETE FROM "{table}" WHERE entity_key = ?', (serialize_entity_key(key, version),)
+                    ).rowcount
+                except sqlite3.OperationalError:  # a view no write has created a table for yet
+                    continue
         conn.close()
         sqlite3.connect(db, isolation_level=None).execute("VACUUM").connection.close()
         return max(removed, 0)

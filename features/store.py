@@ -180,11 +180,11 @@ def write_batch_rows(store) -> int:
     return store.config.materialization_config.online_write_batch_size or DEFAULT_WRITE_BATCH_ROWS
 
 
-def write_online_rows(store, rows: pa.Table, batch_rows: int) -> None:
+def write_online_rows(store, rows: pa.Table, batch_rows: int, view: str = FEATURE_VIEW) -> None:
     """Feast's own online write (`write_to_online_store`), one call per batch: SQLite commits each
     batch in one transaction and Redis sends it through one pipeline."""
     for offset in range(0, rows.num_rows, batch_rows):
-        store.write_to_online_store(FEATURE_VIEW, df=rows.slice(offset, batch_rows).to_pandas())
+        store.write_to_online_store(view, df=rows.slice(offset, batch_rows).to_pandas())
         crash_point("materialize-between-batches")
 
 

@@ -1,5 +1,5 @@
 """`seqops demo`: run the retrain flow on a first batch, again on a drifted batch, then start the
-real BentoML HTTP service, ask it for a recommendation and say where everything landed."""
+real BentoML HTTP service, ask it for a recommendation and a profile, and say where everything landed."""
 
 from __future__ import annotations
 
@@ -26,6 +26,20 @@ def most_active_user(project: Path) -> str:
     return str(users.loc[users["user_id"] == top, "raw_id"].iloc[0])
 
 
+def profile_line(answer: dict) -> str:
+    """A /profile answer in one line: the segment in words and the profile's headline figures."""
+    if answer.get("fallback", True):
+        return f"fallback: {answer.get('fallback_reason') or answer.get('error')}"
+    p, seg = answer["profile"], answer["segment"]
+    top = ", ".join(f"{c['name']} {c['share']:.0%}" for c in p["top_categories"][:3])
+    churn = "?" if seg["churn_rate"] is None else f"{seg['churn_rate']:.0%}"
+    return (
+        f'segment {seg["id"]} "{seg["label"]}" ({seg["size"]} users, churn {churn}); '
+        f"RFM {p['rfm']}, {p['n_events']} events in {p['n_sessions']} sessions, last {p['recency_days']:.1f} days "
+        f"ago, top {top}; embedding {len(p['embedding'])} dims of {answer['model_version']}"
+    )
+
+
 def run_demo(project: Path, console: Console) -> None:
     started = time.monotonic()
     first = retrain(project=str(project), batch=0, drift=0.0)
@@ -35,6 +49,7 @@ def run_demo(project: Path, console: Console) -> None:
     user = most_active_user(project)
     with running_service(project) as url:
         answer = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 10}, timeout=30).json()
+        profile = httpx.post(f"{url}/profile", json={"user_id": user}, timeout=30).json()
     champion = registry.champion()
     meta = registry.get(champion)
     evaluation = json.loads(paths.eval_metrics.read_text())
@@ -50,6 +65,8 @@ def run_demo(project: Path, console: Console) -> None:
         "reasons: " + " | ".join(second["reasons"]),
         f"service: answered on {url} (stopped); start it with `seqops serve` or `bentoml serve seqops.serving.service:Recommender`",
         f'sample: POST /recommend {{"user_id": "{user}", "k": 10}} → {answer["items"]} (model {answer["model_version"]}, fallback={answer["fallback"]})',
+        f'sample: POST /profile {{"user_id": "{user}"}} → {profile_line(profile)}',
+        f"segments: {second['profiles']['k']} for {second['profiles']['users']} users, report {second['profiles']['report']}",
         "",
         "look at each piece in its own tool:",
         "  dvc dag; dvc metrics show; dvc params diff",

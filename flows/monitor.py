@@ -3,7 +3,8 @@ training data using the gate's Evidently drift check, read the service's request
 `retrain` when behaviour has drifted past `gate.drift_share_threshold` or the served quality
 dropped — more than `flows.max_fallback_share` of the answers came from the popularity fallback
 (users or items the champion does not know) — not only on the clock. The online hit rate (the
-share of fresh events whose item was in that user's latest earlier recommendation) is reported."""
+share of fresh events whose item was in that user's latest earlier recommendation) is reported, and
+the segment sizes of the last profile runs (one per retrain, so one per landed batch) over time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from seqops.config import FlowParams, load_params, project_paths
+from seqops.features.profiles import segment_history
 from seqops.features.sequences import canonical_from_raw
 from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
@@ -125,6 +127,29 @@ def promoted_at(registry: Registry, version: str) -> pd.Timestamp | None:
     )
 
 
+SEGMENT_RUNS = 10  # profile runs whose segment sizes the monitor shows
+
+
+def segment_sizes(paths) -> list[dict]:
+    """Segment sizes per profile run, oldest first: when, data and model, {segment: users}, {segment: label}."""
+    return [{**run, "data_version": run["data_version"][:12]} for run in segment_history(paths, last=SEGMENT_RUNS)]
+
+
+def segments_markdown(runs: list[dict]) -> list[str]:
+    if not runs:
+        return []
+    rows = [f"| {r['time']} | {r['data_version']} | {r['users']} | " for r in runs]
+    sizes = [", ".join(f"{s}: {n} ({r['labels'][s]})" for s, n in r["sizes"].items()) for r in runs]
+    return [
+        "",
+        "Segment sizes per profile run (segment: users (label)):",
+        "",
+        "| run | data | users | sizes |",
+        "|---|---|---|---|",
+        *(row + size + " |" for row, size in zip(rows, sizes)),
+    ]
+
+
 def monitor_markdown(result: dict, drift: dict | None, params) -> str:
     quality = result["quality"]
     lines = [f"## Monitor: {result['status'].upper()} — champion {result['champion']}, action: {result['action']}", ""]
@@ -145,6 +170,7 @@ def monitor_markdown(result: dict, drift: dict | None, params) -> str:
         f"(max {params.flows.max_fallback_share:.0%}), online hit rate {quality['hit_rate']} "
         f"over {quality['events_after_an_answer']} events"
     )
+    lines += segments_markdown(result["segments"])
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +184,7 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
     champion = registry.champion()
     if champion is None:
         logger.info("nothing to monitor: no champion yet")
-        return {"status": "idle"}
+        return {"status": "idle", "segments": segment_sizes(paths)}
     files, raw = landed_events(paths.landing)
     quality = serving_quality(
         read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw, params.flows.fallback_per_client
@@ -178,6 +204,7 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
         "landed_files": len(files),
         "quality": quality,
         "action": action,
+        "segments": segment_sizes(paths),
         **(
             {
                 "users": drift["users"],

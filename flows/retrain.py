@@ -1,6 +1,7 @@
 """The `retrain` flow: land new events → DVC snapshot → `dvc repro` → register → gate → (approved,
 `train.refit`: refit on every event up to the cut) → promote or keep the champion → materialize
-online features. Prefect owns when it runs and the side effects; DVC owns the reproducible DAG (the flow calls `dvc repro`, it does not redo stages).
+online features → `dvc repro profile` (profiles and segments under the champion now serving) and
+the profiles online. Prefect owns when it runs and the side effects; DVC owns the reproducible DAG (the flow calls `dvc repro`, it does not redo stages).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import subprocess
 from collections import deque
 from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from seqops.config import Params, Paths, load_params, project_paths
 from seqops.features import store as feature_store
+from seqops.features.profiles import ProfileFiles, write_online
 from seqops.features.synthetic import write_batch
 from seqops.io import tool_env
 from seqops.models.release.gate import run_gate
@@ -78,14 +81,19 @@ def snapshot_data(paths: Paths) -> str:
     return next(line.split(":")[1].strip() for line in dvc_file.splitlines() if "md5" in line)
 
 
+AFTER_PROMOTE = ("profile",)  # stages that read the champion: reproduced once the gate has decided
+
+
 @task(timeout_seconds=6 * 3600)  # training is bounded by train.max_minutes / epochs; this is the backstop
 def repro(paths: Paths) -> None:
-    run_tool(["dvc", "repro"], paths)
+    """`dvc repro` of every stage but AFTER_PROMOTE (named, so that a new stage is never left out)."""
+    stages = yaml.safe_load((paths.project / "dvc.yaml").read_text())["stages"]
+    run_tool(["dvc", "repro", *(name for name in stages if name not in AFTER_PROMOTE)], paths)
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], timeout_seconds=1800)  # a remote can be briefly away
-def push(paths: Paths) -> None:
-    run_tool(["dvc", "push"], paths)
+def push(paths: Paths, targets: tuple[str, ...] = ()) -> None:
+    run_tool(["dvc", "push", *targets], paths)
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], timeout_seconds=600)  # a shared registry can be briefly away
@@ -150,6 +158,24 @@ def materialize(paths: Paths, profile: str) -> None:
     feature_store.materialize(paths, profile=profile)
 
 
+@task(timeout_seconds=1800)
+def profile_users(paths: Paths, params: Params) -> dict:
+    """Profiles and segments under the champion the gate left serving (`dvc repro profile`), their
+    outputs pushed, their rows in the online store; returns the run's summary (segments.json)."""
+    run_tool(["dvc", "repro", *AFTER_PROMOTE], paths)
+    summary = json.loads(ProfileFiles.of(paths).segments.read_text())
+    written = write_online(paths, params.features.store_profile)
+    get_run_logger().info(
+        "profiles: %d users in %d segments under %s, %d online; report %s",
+        summary["users"],
+        summary["k"],
+        summary["model_version"],
+        written,
+        summary["report"],
+    )
+    return summary
+
+
 def decision_markdown(decision: dict, champion: str | None) -> str:
     metrics = decision["metrics"]
     rows = ["| metric | candidate | champion | popularity |", "|---|---|---|---|"]
@@ -181,5 +207,13 @@ def retrain(project: str = ".", batch: int | None = None, drift: float | None = 
     served = refit_if_approved(paths, params, version, decision, raw_version)
     champion = promote_if_approved(paths, params, served, decision)
     materialize(paths, params.features.store_profile)
+    profiles = profile_users(paths, params)
+    push(paths, AFTER_PROMOTE)
     create_markdown_artifact(decision_markdown(decision, champion), key="gate-decision", description="retrain gate")
-    return {**decision, "served": served, "champion_after": champion, "raw_data_version": raw_version}
+    return {
+        **decision,
+        "served": served,
+        "champion_after": champion,
+        "raw_data_version": raw_version,
+        "profiles": {key: profiles[key] for key in ("users", "k", "model_version", "report")},
+    }

@@ -1,4 +1,4 @@
-"""`seqops`: the front door. Stage commands (`ingest`, `features`, `train`, `evaluate`) are what
+"""`seqops`: the front door. Stage commands (`ingest`, `features`, `train`, `evaluate`, `profile`) are what
 `dvc repro` runs; `retrain`, `monitor`, `materialize`, `simulate-week` run the Prefect flows (the
 one place outside flows/ that imports them); `gate`, `promote`, `rollback`, `models`, `history`
 manage the registry (seqops/cli_registry.py); `serve` starts the BentoML service; `demo` runs the
@@ -131,6 +131,29 @@ def evaluate(project: Path = ProjectOpt) -> None:
     console.print(table)
     for head, scores in metrics["heads"].items():
         console.print(f"{head}: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float)))
+
+
+@app.command()
+def profile(
+    publish: bool = typer.Option(
+        False, help="also write the profiles to the Feast online store (the retrain flow does)"
+    ),
+    project: Path = ProjectOpt,
+) -> None:
+    """Per-user profiles (RFM, session habits, category interests, the champion's embedding) and
+    their segments, with an HTML report per data version (DVC stage)."""
+    from seqops.features.profiles import write_online
+    from seqops.models.profiles import profile_stage
+
+    params, paths = setup(project)
+    summary = profile_stage(params, paths)
+    table = Table("segment", "label", "users", "churn", title=f"{summary['users']} users, {summary['method']}")
+    for seg in summary["segments"]:
+        table.add_row(str(seg["segment"]), seg["label"], str(seg["size"]), f"{seg['churn_rate']:.0%}")
+    console.print(table)
+    console.print(f"embedding: {summary['model_version']}; report: {summary['report']}", highlight=False)
+    if publish:
+        console.print(f"{write_online(paths, params.features.store_profile)} profiles written online")
 
 
 @app.command()

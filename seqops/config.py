@@ -13,6 +13,8 @@ from typing import Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from seqops.config_profile import ProfileParams
+
 STATE_DIR_NAME = ".seqops"
 
 
@@ -335,6 +337,7 @@ class Params(Section):
     flows: FlowParams = FlowParams()
     tune: TuneParams = TuneParams()
     anomaly: AnomalyParams = AnomalyParams()
+    profile: ProfileParams = ProfileParams()
 
 
 class ConfigError(ValueError):

@@ -57,7 +57,8 @@ def restore_properties(flattened: dict, model: type[BaseModel], mode: str) -> No
 INFO = {
     "title": "seqops recommender",
     "description": (
-        "Next-item recommendations, next-action and churn probabilities from user-behaviour sequences, "
+        "Next-item recommendations, next-action and churn probabilities, user profiles and segments from "
+        "user-behaviour sequences, "
         "served by the champion model of a seqops project (the version is in every answer and in GET /metadata). "
         "Histories come from the Feast online store; `POST /events` folds fresh events into them at once and "
         "lands them for the next retrain. Errors are `{error, detail[]}`: 400 breaks this schema, 422 matches "
@@ -69,7 +70,13 @@ TAGS = [
     {"name": "Events", "description": "fresh behaviour in"},
     {"name": "Infrastructure", "description": "probes, metrics and the served model's metadata"},
 ]
-API_TAGS = {"recommend": "Predictions", "next_action": "Predictions", "churn": "Predictions", "events": "Events"}
+API_TAGS = {
+    "recommend": "Predictions",
+    "next_action": "Predictions",
+    "churn": "Predictions",
+    "profile": "Predictions",
+    "events": "Events",
+}
 EXAMPLES = {  # API name → (request, answer): what a client sends and gets back
     "recommend": (
         {"user_id": "u000042", "k": 3},
@@ -93,6 +100,41 @@ EXAMPLES = {  # API name → (request, answer): what a client sends and gets bac
     "churn": (
         {"user_id": "u000042"},
         {"user_id": "u000042", "churn_probability": 0.18, "model_version": "v0003-1a2b3c"},
+    ),
+    "profile": (
+        {"user_id": "u000042"},
+        {
+            "user_id": "u000042",
+            "profile": {
+                "recency_days": 0.92,
+                "n_events": 31,
+                "n_sessions": 5,
+                "active_days": 4,
+                "monetary": None,
+                "rfm": "5-4-x",
+                "events_per_session": 6.2,
+                "session_minutes": 3.1,
+                "sessions_per_week": 2.5,
+                "weekend_share": 0.29,
+                "peak_hour": 14,
+                "churned": False,
+                "event_types": [{"name": "cart", "share": 0.1}, {"name": "view", "share": 0.9}],
+                "top_categories": [{"name": "c03", "share": 0.41}, {"name": "c11", "share": 0.22}],
+                "embedding": [0.0132, -1.2586, 0.4471],
+            },
+            "segment": {
+                "id": 2,
+                "label": "recently active, frequent visitors, into c03",
+                "size": 311,
+                "churn_rate": 0.04,
+                "description": ["days since the last event: 0.85 vs 5.73 overall"],
+            },
+            "model_version": "v0003-1a2b3c",
+            "data_version": "8e56ea93c44223c53dc47f9aedacf954",
+            "source": "online",
+            "fallback": False,
+            "fallback_reason": None,
+        },
     ),
     "events": (
         {"events": [{"user_id": "u000042", "item_id": "i000107", "event_type": "cart", "timestamp": 1767225600.0}]},

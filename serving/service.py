@@ -6,6 +6,7 @@ in through `/events`. `bentoml serve seqops.serving.service:Recommender`.
     POST /next_action   P(next event type)   — 404 unless the champion has a next_action head
     POST /churn         P(churn)             — 404 unless the champion has a churn head
     POST /anomaly       anomaly score, flag at the threshold, reasons (models/anomaly.py); no history → fallback
+    POST /profile       the user's profile and segment (serving/profile.py); unknown or not yet profiled → fallback
     POST /events        fresh events → the user's online feature row (Feast push) + the landing log
     GET  /metadata      champion version, data version, metrics (POST kept for old clients, documented deprecated)
     GET  /healthz /livez /readyz /metrics   BentoML's; /readyz is 200 once model and feature store are loaded
@@ -53,6 +54,8 @@ from seqops.serving.edge import Edge
 from seqops.serving.engine import Engine, RequestError, engine_executor
 from seqops.serving.guard import CLIENT, Guard, load_token
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
+from seqops.serving.profile import ProfileBook
+from seqops.serving.profile_schemas import ProfileRequest, ProfileResponse
 from seqops.serving.schemas import (
     AnomalyResponse,
     ChurnResponse,
@@ -147,6 +150,7 @@ metadata_app = FastAPI(title="seqops metadata")
 class Recommender:
     def __init__(self) -> None:
         self.engine = Engine(PATHS, PARAMS)
+        self.profiles = ProfileBook(PATHS, self.engine)
         # By default the engine runs on the event loop itself: one process has one GIL, so a worker
         # thread buys no parallelism, only GIL hand-offs (each costs up to the 5 ms switch interval
         # while the loop is busy parsing requests). serving.engine_thread switches to a thread.
@@ -263,6 +267,18 @@ class Recommender:
         except RequestError as exc:
             return self._engine_error("anomaly", started, exc, request.user_id)
         self._log("anomaly", started, result, request.user_id)
+        return json_response(result)
+
+    @bentoml.api(route="/profile")
+    async def profile(self, request: ProfileRequest, /) -> ProfileResponse:
+        """The user's profile (RFM, session habits, category interests, the champion's embedding) and
+        segment, from the Feast online store or the last profile run. An unknown user, or one no
+        profile run has seen yet, gets `fallback: true` with the reason and no profile."""
+        started = time.perf_counter()
+        if request.refusal:
+            return self._error("profile", started, *request.refusal)
+        result = await self._on_engine(self.profiles.answer, request.user_id)
+        self._log("profile", started, result, request.user_id)
         return json_response(result)
 
     @bentoml.api(route="/events")

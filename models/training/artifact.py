@@ -105,3 +105,15 @@ class Artifact:
             for i in range(0, len(histories), HEAD_BATCH)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    @torch.inference_mode()
+    def embeddings(self, histories: list[np.ndarray], types: list[np.ndarray] | None = None) -> np.ndarray | None:
+        """[B, hidden_size] float32: the sequence state after each history's newest item, the vector
+        the next-item scores are read from. None for a model without a sequence encoder (markov, popularity)."""
+        if not callable(getattr(self.model, "last_state", None)):
+            return None
+        parts = []
+        for i in range(0, len(histories), HEAD_BATCH):
+            inputs = self._inputs(histories[i : i + HEAD_BATCH], None if types is None else types[i : i + HEAD_BATCH])
+            parts.append(self.model.last_state(inputs[0], inputs[1] if len(inputs) > 1 else None).float().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, self.model.config.hidden_size), np.float32)

@@ -1,6 +1,7 @@
 """End to end on the real stack: Prefect flow → DVC repro → Feast → SASRec → Evidently gate →
 registry → BentoML HTTP service on a free loopback port."""
 
+import json
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,8 @@ def test_the_whole_loop(project, seqops):
     assert second["parent_version"] == first["version"]  # warm start from the champion
     assert second["decision"]["verdict"] in {"promote", "reject"}
     champion = registry.champion()
+    profiles = json.loads((paths.home / "profiles" / "segments.json").read_text())
+    assert profiles["model_version"] == champion  # profiled after the promote: the embedding of the model that serves
 
     users = pd.read_parquet(paths.vocab / "users.parquet")
     uid = int(pd.read_parquet(paths.events, columns=["user_id"])["user_id"].value_counts().index[0])
@@ -60,6 +63,10 @@ def test_the_whole_loop(project, seqops):
         for bad in ({"user_id": raw_user, "k": 0}, {"user_id": raw_user, "k": "ten"}, {"k": 3}):
             response = httpx.post(f"{url}/recommend", json=bad, timeout=30)
             assert 400 <= response.status_code < 500, (bad, response.status_code, response.text)
+
+        profile = httpx.post(f"{url}/profile", json={"user_id": raw_user}, timeout=30).json()
+        assert not profile["fallback"] and profile["source"] == "online", profile
+        assert profile["model_version"] == champion and profile["segment"]["label"]
 
         meta = httpx.post(f"{url}/metadata", json={}, timeout=30).json()
         assert meta["model_version"] == champion
