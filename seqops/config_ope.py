@@ -55,7 +55,8 @@ class OpeParams(_Section):
 
     enabled: bool = Field(True, description="estimate the candidate's click/purchase rate from the request log")
     blocking: bool = Field(
-        False, description="the ope check blocks: reject when the whole interval of (candidate - logged) < -max_regression"
+        False,
+        description="the ope check blocks: reject when the whole interval of (candidate - logged) < -max_regression",
     )
     estimator: OpeEstimator = Field("dr", description="the estimate the check reads (all three are reported)")
     reward: OpeReward = Field("click", description="the rate the check reads (both are reported)")

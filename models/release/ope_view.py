@@ -109,14 +109,14 @@ def target_policy(
         "pool": pool,
         "probs": probs,
         "unsupported": unsupported,
-        "n_items": champion.n_items + 1,
+        "n_items": int(max(champion.n_items, rows["item"].max() if len(rows) else 0)) + 1,  # rate-table size
         "no_history": int((~keep).sum()),
     }
 
 
 def _only(champion: Champion, scores: np.ndarray, category: str | None) -> np.ndarray:
     """The answer's own filter: items of its category only (an unknown category leaves nothing)."""
-    if category is None:
+    if category is None or pd.isna(category):
         return scores
     mask = champion.category_masks.get(str(category), np.zeros(len(scores), dtype=bool))
     return np.where(mask, scores, -np.inf)
@@ -125,22 +125,24 @@ def _only(champion: Champion, scores: np.ndarray, category: str | None) -> np.nd
 def _histories_before(
     events: pd.DataFrame, users: np.ndarray, times: pd.Series, max_len: int
 ) -> list[tuple[np.ndarray, list]]:
-    """Each (user, time): the user's last `max_len` items and event types strictly before `time`."""
+    """Each (user, time): the user's last `max_len` items and event types strictly before `time`
+    (`events` in time order)."""
     wanted = events[events["user_id"].isin(np.unique(users))]
-    by_user = {u: g for u, g in wanted.groupby("user_id", sort=False)}
-    at = pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]").to_numpy()
+    by_user = {
+        user: (
+            group["time"].astype("datetime64[ns, UTC]").to_numpy(),
+            group["item_id"].to_numpy(np.int64),
+            group["event_type"].astype(str).to_numpy(),
+        )
+        for user, group in wanted.groupby("user_id", sort=False)
+    }
+    empty = (np.zeros(0, "datetime64[ns]"), np.zeros(0, np.int64), np.zeros(0, str))
     out = []
-    for user, when in zip(users, at):
-        group = by_user.get(user)
-        if group is None:
-            out.append((np.zeros(0, np.int64), []))
-            continue
-        stamps = group["time"].astype("datetime64[ns, UTC]").to_numpy()
+    for user, when in zip(users, pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]").to_numpy()):
+        stamps, items, types = by_user.get(user, empty)
         end = int(np.searchsorted(stamps, when, side="left"))
         begin = max(0, end - max_len)
-        out.append(
-            (group["item_id"].to_numpy(np.int64)[begin:end], group["event_type"].astype(str).tolist()[begin:end])
-        )
+        out.append((items[begin:end], types[begin:end].tolist()))
     return out
 
 
