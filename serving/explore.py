@@ -27,11 +27,17 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqops.config_ope import ExploreParams
 from seqops.serving.ranking import recommend_items
+
+if TYPE_CHECKING:
+    from seqops.serving.champion import Champion
+    from seqops.serving.engine import Query
+    from seqops.serving.schemas import RecommendRequest
 
 CAP = 1.0 - 1e-12  # an inclusion probability this close to 1 is 1
 
@@ -123,7 +129,15 @@ def public_answer(answer: dict) -> dict:
 class Exploring:
     """The engine's choice of the shown items (a mixin of serving.engine.Engine, reading its params)."""
 
-    def slate(self, champion, scores: np.ndarray, exclude: np.ndarray, req, q, nonce: int | None = None) -> tuple:
+    def slate(
+        self,
+        champion: Champion,
+        scores: np.ndarray,
+        exclude: np.ndarray,
+        req: RecommendRequest,
+        q: Query,
+        nonce: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
         """(shown dense ids, their scores, extra answer keys): the top k when exploration is off,
         else a draw of the policy with `propensities` (for the client) and `explore` (for the log)."""
         settings = self.params.serving.explore

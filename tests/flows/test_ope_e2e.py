@@ -7,6 +7,7 @@ candidate (a non-blocking `ope` check, the HTML page's off-policy section)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -76,5 +77,5 @@ def test_exploring_answers_and_their_clicks_reach_the_gate(tmp_path, seqops):
             assert e["low"] <= e["value"] <= e["high"] and np.isfinite(e["value"]), (reward, name, e)
     check = next(c for c in decision["checks"] if c["name"] == "ope")
     assert check["blocking"] is False and "DR" in check["sentence"]
-    html = (paths.reports / "gate" / second["version"] / "decision.html").read_text()
+    html = Path(decision["reports"]["decision_html"]).read_text()  # the candidate's (a refit adopts its decision)
     assert "Off-policy view" in html and "DR (decides)" in html
