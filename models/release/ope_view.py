@@ -195,6 +195,7 @@ def ope_check(view: dict, gp: GateParams) -> Check | None:
         f"answers, candidate as {op.target}): candidate {cand['value']:.4f} ({gp.confidence:.0%} CI "
         f"{cand['low']:.4f} … {cand['high']:.4f}) vs logged {logged['value']:.4f}; difference {delta['value']:+.4f} "
         f"(CI {delta['low']:+.4f} … {delta['high']:+.4f}) — "
-        f"{'no significant drop' if ok else 'a significant drop'} (bar -{op.max_regression:.4f}; "
+        f"{'no significant drop' if ok else 'a significant drop'} "
+        f"({f'bar -{op.max_regression:.4f}' if op.max_regression else 'bar: any significant drop'}; "
         f"{'blocks' if op.blocking else 'informs only'}).",
     )
