@@ -13,6 +13,7 @@ from typing import Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from seqops.config_ope import ExploreParams, OpeParams
 from seqops.config_profile import ProfileParams
 
 STATE_DIR_NAME = ".seqops"
@@ -219,6 +220,7 @@ class GateParams(Section):
     min_eval_users: int = Field(50, ge=1)
     max_missing_share: float = Field(0.01, ge=0, le=1)
     max_quarantine_share: float = Field(0.05, ge=0, le=1, description="share of raw rows ingest may quarantine")
+    ope: OpeParams = OpeParams()
 
 
 class RegistryParams(Section):
@@ -263,6 +265,7 @@ class ServingParams(Section):
     )
     rate_burst: int = Field(4000, gt=0, description="requests a client may send at once before the rate applies")
     request_timeout_s: float = Field(30.0, gt=0, description="a request not answered by then gets 504 and is cancelled")
+    explore: ExploreParams = ExploreParams()
 
 
 class FlowParams(Section):

@@ -10,9 +10,9 @@ new champion is loaded on a side thread, and swapped in with one reference assig
 
 The model itself is a `Champion` (serving/champion.py): the training artifact plus what answers
 need (raw item ids, category masks, the popularity fallback); scoring goes through the artifact,
-the one path training, evaluation, the gate and the service share.
-
-Which champion answers, and how a damaged registry is survived: serving/follower.py.
+the one path training, evaluation, the gate and the service share. Which of its top items an answer
+shows (exploration, off by default): serving/explore.py. Which champion answers, and how a damaged
+registry is survived: serving/follower.py.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from seqops.models.training.evaluate import model_metrics
 from seqops.serving.champion import Champion
 from seqops.serving.errors import RequestError
 from seqops.serving.events import EventFolding
+from seqops.serving.explore import Exploring
 from seqops.serving.follower import ChampionFollower
-from seqops.serving.ranking import recommend_items
 from seqops.serving.vocab import ServedVocabulary
 
 log = logging.getLogger("seqops.serving")
@@ -75,7 +75,7 @@ def engine_executor(threads: int):
     )
 
 
-class Engine(EventFolding):
+class Engine(EventFolding, Exploring):
     def __init__(
         self, paths: Paths, params: Params, *, quantized: bool | None = None, registry: Registry | None = None
     ):
@@ -84,8 +84,7 @@ class Engine(EventFolding):
         torch.set_num_threads(params.serving.torch_threads)
         self.store = None
         self.store_error: str | None = None
-        self._store_retry_at = 0.0
-        self._store_down_until = 0.0
+        self._store_retry_at = self._store_down_until = 0.0
         self._open_store()
         self.vocab = ServedVocabulary(paths)
         self.follower = ChampionFollower(paths, params, quantized=self.quantized, registry=registry)
@@ -275,7 +274,7 @@ class Engine(EventFolding):
         exclude = history if req.exclude_seen else np.zeros(0, dtype=np.int64)
         if req.category is not None:
             scores = np.where(champion.category_masks[req.category], scores, -np.inf)
-        top, top_scores = recommend_items(scores, exclude, req.k)
+        top, top_scores, explored = self.slate(champion, scores, exclude, req, q)
         return {
             "user_id": q.raw_user,
             "items": champion.raw_items[top].tolist(),
@@ -283,6 +282,7 @@ class Engine(EventFolding):
             "model_version": champion.version,
             "fallback": q.fallback_reason is not None,
             "fallback_reason": q.fallback_reason,
+            **explored,
         }
 
     def head(self, name: str, req) -> dict:

@@ -9,7 +9,8 @@ fsync: it survives a killed process, not a power cut), so several workers share 
 line costs one system call.
 
 Readers live here too, beside what they read: `read_requests` (the monitor's view of the request
-log) and `landed_events` (fresh landed events, dead workers' part files adopted first).
+log) and `landed_events` (fresh landed events, dead workers' part files adopted first); exploring
+answers' impressions and the events that respond to them: serving/impressions.py.
 
 Landing log: fresh events in the raw CSV layout that ingest reads (user_id, item_id, category,
 event_type, timestamp; csv quoting, ids validated at the edge by `schemas.Event`), written to
@@ -39,6 +40,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -221,9 +223,8 @@ def _cut_partial_line(fd: int) -> bool:
 REQUEST_COLUMNS = ["time", "user_id", "items", "fallback", "client"]
 
 
-def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
-    """/recommend answers from the request log (time, user_id, items, fallback, client), from `since` on."""
-    rows = []
+def answer_records(directory: Path, since: pd.Timestamp | None = None) -> Iterator[dict]:
+    """The request log's lines of /recommend answers (status 200), from the UTC day of `since` on."""
     for path in sorted(directory.glob("requests-*.jsonl")):
         if since is not None and path.stem.removeprefix("requests-") < f"{since:%Y-%m-%d}":
             continue  # one file per UTC day: older days cannot hold newer answers
@@ -233,7 +234,12 @@ def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.Data
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
             if record.get("endpoint") == "recommend" and record.get("status") == 200:
-                rows.append({k: record.get(k) for k in REQUEST_COLUMNS})
+                yield record
+
+
+def read_requests(directory: Path, since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """/recommend answers from the request log (time, user_id, items, fallback, client), from `since` on."""
+    rows = [{k: record.get(k) for k in REQUEST_COLUMNS} for record in answer_records(directory, since)]
     frame = pd.DataFrame(rows, columns=REQUEST_COLUMNS)
     frame["client"] = frame["client"].fillna("unknown")  # logs written before the guard named clients
     frame["time"] = pd.to_datetime(frame["time"], utc=True)

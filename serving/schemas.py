@@ -230,6 +230,9 @@ class RecommendResponse(IODescriptor):
     model_version: str
     fallback: bool = Field(description="true when popularity answered instead of the model")
     fallback_reason: Optional[str] = None
+    propensities: Optional[list[float]] = Field(
+        None, description="only when exploring (serving.explore): P(each shown item was shown), as logged"
+    )
 
 
 class NextActionResponse(IODescriptor):

@@ -52,6 +52,7 @@ from seqops.models.release.registry import use_bentoml_home
 from seqops.serving.batcher import MicroBatcher
 from seqops.serving.edge import Edge
 from seqops.serving.engine import Engine, RequestError, engine_executor
+from seqops.serving.explore import public_answer
 from seqops.serving.guard import CLIENT, Guard, load_token
 from seqops.serving.logs import EventLanding, Housekeeper, RequestLog, adopt_orphans
 from seqops.serving.profile import ProfileBook
@@ -205,6 +206,7 @@ class Recommender:
                 "fallback_reason": body.get("fallback_reason"),
                 "client": CLIENT.get(),  # address or token hash (serving/guard.py): the monitor weighs clients, not requests
                 **({"error": body["error"][:LOGGED_MESSAGE_CHARS]} if "error" in body else {}),
+                **{key: body[key] for key in ("propensities", "explore") if key in body},  # exploring answers
             }
         )
 
@@ -231,7 +233,7 @@ class Recommender:
         if result["fallback"]:
             FALLBACKS.labels(reason=result["fallback_reason"]).inc()
         self._log("recommend", started, result, request.user_id)
-        return json_response(result)
+        return json_response(public_answer(result))
 
     async def _head(self, name: str, request: HistoryRequest) -> Response:
         started = time.perf_counter()

@@ -15,6 +15,7 @@ import pandas as pd
 from seqops.config import Params, Paths
 from seqops.io import now_iso, write_json_atomic
 from seqops.models.release.drift import behaviour_drift, drift_sentence, prediction_drift, prediction_sentence
+from seqops.models.release.ope_view import ope_check, ope_view
 from seqops.models.release.policy import Check, compare, decide, ingest_quality, performance_check, quarantine_check
 from seqops.models.release.registry import Registry
 from seqops.models.training.artifact import Artifact
@@ -147,6 +148,9 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
             prediction_sentence(pred),
         ),
     ]
+    ope = ope_view(paths, params, registry.model_dir(version), version) if gp.ope.enabled else None
+    if ope and (check := ope_check(ope, gp)):  # no check without logged exploring answers
+        checks.append(check)
     verdict, reasons = decide(checks)
     decision = {
         "candidate": version,
@@ -176,6 +180,7 @@ def run_gate(registry: Registry, version: str, paths: Paths, params: Params) -> 
         "quality": quality,
         "drift": drift,
         "prediction_drift": pred,
+        "ope": ope,
         "reports": {
             "drift_html": drift["html"],
             "drift_json": drift["json"],

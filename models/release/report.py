@@ -107,6 +107,43 @@ def _drift_table(drift: dict) -> str:
     )
 
 
+def _ope(view: dict | None, blocking: bool) -> str:
+    """The off-policy view (models/release/ope_view.py): estimates with intervals, per reward."""
+    if not view:
+        return ""
+    title = "<h2>Off-policy view (logged exploration)</h2>"
+    if not view.get("answers"):
+        return title + (
+            f"<p>No usable exploring answers ({view.get('answers_logged', 0)} logged; serving.explore.policy off "
+            "logs none): nothing to estimate.</p>"
+        )
+    rows = []
+    for reward, estimates in view["estimates"].items():
+        for name, e in estimates.items():
+            d = view["deltas"][reward].get(name)
+            decides = " (decides)" if (reward, name) == (view["reward"], view["estimator"]) else ""
+            rows.append(
+                [
+                    escape(reward),
+                    escape(("logged policy" if name == "logged" else name.upper()) + decides),
+                    _num(e["value"]),
+                    f"{_num(e['low'])} … {_num(e['high'])}",
+                    f"{d['value']:+.4f}" if d else "",
+                    f"{d['low']:+.4f} … {d['high']:+.4f}" if d else "",
+                ]
+            )
+    left_out = ", ".join(f"{n} {why}" for why, n in view["left_out"].items()) or "none"
+    return (
+        title + f"<p>The candidate as a <b>{escape(view['target'])}</b> policy, estimated on {view['answers']} of "
+        f"{view['answers_logged']} logged exploring answers ({view['items_shown']} shown items; left out: {left_out}); "
+        f"a response is an event on a shown item within {view['window_s']:g} s. Effective answers "
+        f"{view['effective_answers']:g}; the candidate's mass outside the logged candidates "
+        f"{view['unsupported_mass']:.1%} (IPS and SNIPS cannot see it, DR's model term covers it). "
+        f"{'Blocking' if blocking else 'Informs only'} (gate.ope.blocking).</p>"
+        + _table(["reward", "estimator", "rate per shown item", "interval", "Δ vs logged", "Δ interval"], rows)
+    )
+
+
 def _link(path: str | None, label: str) -> str:
     return f'<a href="{escape(Path(path).name)}">{escape(label)}</a>' if path else ""
 
@@ -166,6 +203,7 @@ champion's training data; current: {drift["n_current"]} users with new events, {
         drift["new_user_share"]:.0%} of them new users.
 {_link(drift["html"], "Evidently drift + data summary report")}</p>{_drift_table(drift)}
 <h2>Prediction drift</h2>{pred_html}
+{_ope(decision.get("ope"), decision["policy"].get("ope", {}).get("blocking", False))}
 <h2>Data quality</h2>{
         _table(
             ["measure", "value"],
