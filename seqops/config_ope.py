@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from seqops.config_base import Section
 
 ExplorePolicy = Literal["off", "epsilon", "softmax"]
 EXPLORE_POLICIES: tuple[str, ...] = get_args(ExplorePolicy)
@@ -22,12 +24,7 @@ OpeInterval = Literal["clt", "bootstrap"]
 OpeTarget = Literal["serving", "greedy"]
 
 
-class _Section(BaseModel):
-    # the rules of seqops.config.Section (that module imports this one, so it cannot be imported here)
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExploreParams(_Section):
+class ExploreParams(Section):
     """Which k of the model's top `candidates` items an answer shows (serving/explore.py)."""
 
     policy: ExplorePolicy = Field(
@@ -50,7 +47,7 @@ class ExploreParams(_Section):
         return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
-class OpeParams(_Section):
+class OpeParams(Section):
     """Off-policy evaluation of a candidate on the logged, exploring answers (models/release/ope_view.py)."""
 
     enabled: bool = Field(True, description="estimate the candidate's click/purchase rate from the request log")

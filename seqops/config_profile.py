@@ -6,19 +6,18 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from seqops.config_base import Section
 
 SegmentMethod = Literal["kmeans", "hdbscan"]
 SEGMENT_METHODS: tuple[str, ...] = get_args(SegmentMethod)
 EmbeddingModel = Literal["champion", "candidate"]
 
 
-class ProfileParams(BaseModel):
+class ProfileParams(Section):
     """Profiles (activity/RFM, session habits, category interests, the model's sequence embedding)
     and the clustering that segments them."""
-
-    # as seqops.config.Section (which imports this module, so it cannot be imported back here)
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: EmbeddingModel = Field(
         "champion",
