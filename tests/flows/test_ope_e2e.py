@@ -20,7 +20,7 @@ from seqops.serving.launch import running_service
 from tests.conftest import make_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-WINDOW_S, K, USERS = 20, 5, 60
+WINDOW_S, K, USERS = 5, 5, 40
 OVERRIDES = {
     "serving": {"explore": {"policy": "softmax", "temperature": 0.5, "candidates": 15}},
     "gate": {"ope": {"window_s": WINDOW_S, "min_impressions": 40}},
