@@ -104,14 +104,14 @@ def latest_rows_table(n_users: int, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     offsets = pa.array(np.arange(n_users + 1, dtype=np.int32) * MAX_LEN)
     items = rng.integers(1, 20_000, n_users * MAX_LEN)
-    types = np.where(rng.random(n_users * MAX_LEN) < 0.85, "view", "cart")
+    types = pa.array(["view", "cart"]).take(pa.array((rng.random(n_users * MAX_LEN) >= 0.85).astype(np.int8)))
     ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 14 * 86400, n_users), unit="s")
     return pa.table(
         {
             "user_id": pa.array(np.arange(1, n_users + 1), pa.int64()),
             "event_timestamp": pa.array(ts, pa.timestamp("us", tz="UTC")),
             "last_items": pa.ListArray.from_arrays(offsets, pa.array(items, pa.int64())),
-            "last_types": pa.ListArray.from_arrays(offsets, pa.array(types, pa.string())),
+            "last_types": pa.ListArray.from_arrays(offsets, types),
             "secs_since_prev": pa.array(rng.exponential(3600, n_users)),
             "n_events": pa.array(rng.integers(MAX_LEN, 200, n_users), pa.int64()),
             "n_sessions": pa.array(rng.integers(1, 20, n_users), pa.int64()),

@@ -4,9 +4,12 @@ applied with the real `feast apply`."""
 from __future__ import annotations
 
 import socket
+import sqlite3
+import uuid
 
 import pandas as pd
 import pytest
+import yaml
 
 from seqops.config import Paths
 from seqops.features import store
@@ -73,3 +76,97 @@ def events_frame() -> pd.DataFrame:
             "session_id": [1, 1, 2, 3, 3],
         }
     )
+
+
+@pytest.fixture
+def scale_out_project(project):
+    """The project with its scale_out profile on its own PostgreSQL registry database and its own
+    Redis keys (project name); skipped when the servers are not reachable."""
+    if not (reachable(6379) and reachable(5432)):
+        pytest.skip("scale-out profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
+    import psycopg
+
+    suffix = uuid.uuid4().hex[:8]
+    database = f"seqops_feast_test_{suffix}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    profile = project / "feature_repo" / "profiles" / "scale_out" / "feature_store.yaml"
+    config = yaml.safe_load(profile.read_text())
+    config["project"] = f"seqops_test_{suffix}"  # own Redis keys and registry rows
+    config["registry"]["path"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    profile.write_text(yaml.safe_dump(config))
+    yield project
+    try:
+        store.open_store(Paths(project), "scale_out").teardown()  # drops this project's Redis keys
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.fixture(params=["local", "scale_out"])
+def applied_profile(request) -> tuple[Paths, str]:
+    """A project with its feature repo applied, on SQLite (`local`) or on Redis (`scale_out`)."""
+    profile = request.param
+    paths = Paths(request.getfixturevalue("scale_out_project" if profile == "scale_out" else "project"))
+    build_features(paths, events_at([(1, 1, "0h")]))
+    store.apply(paths, profile)
+    return paths, profile
+
+
+def entity_key(user_id: int):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
+
+
+def redis_keys(paths: Paths, users) -> list[bytes]:
+    """Feast's Redis key of each user in the scale_out profile's project."""
+    from feast.infra.online_stores.helpers import _redis_key
+
+    project = store.open_store(paths, "scale_out").config.project
+    return [_redis_key(project, entity_key(int(u))) for u in users]
+
+
+def stored_online(paths: Paths, profile: str, users) -> dict:
+    """What the online store holds for these users, as stored: Feast's SQLite rows (all columns),
+    or each user's Redis hash."""
+    if profile == "scale_out":
+        import redis
+
+        client = redis.Redis("127.0.0.1", 6379)
+        return {int(u): client.hgetall(key) for u, key in zip(users, redis_keys(paths, users))}
+    with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
+        rows = conn.execute(f"SELECT * FROM seqops_{store.FEATURE_VIEW} ORDER BY entity_key, feature_name").fetchall()
+    return {"rows": rows}
+
+
+def clear_online(paths: Paths, profile: str, users) -> None:
+    if profile == "scale_out":
+        import redis
+
+        redis.Redis("127.0.0.1", 6379).delete(*redis_keys(paths, users))
+        return
+    with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
+        conn.execute(f"DELETE FROM seqops_{store.FEATURE_VIEW}")
+
+
+def mark_online(paths: Paths, profile: str, user_id: int, n_events: int) -> None:
+    """Overwrite one stored value in place (nothing else of the row changes), to see whether a run
+    writes the user again."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    value = Value(int64_val=n_events).SerializeToString()
+    if profile == "scale_out":
+        import redis
+
+        field = _mmh3(f"{store.FEATURE_VIEW}:n_events")
+        redis.Redis("127.0.0.1", 6379).hset(redis_keys(paths, [user_id])[0], field, value)
+        return
+    with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
+        conn.execute(
+            f"UPDATE seqops_{store.FEATURE_VIEW} SET value = ? WHERE entity_key = ? AND feature_name = 'n_events'",
+            (value, serialize_entity_key(entity_key(user_id), 3)),
+        )

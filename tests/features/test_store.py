@@ -1,16 +1,12 @@
 """Real Feast: apply the repo, point-in-time join, materialize, online read — on the embedded
 default (SQLite + file registry) and on the scale-out profile (Redis + PostgreSQL registry)."""
 
-import uuid
-
 import pandas as pd
-import pytest
-import yaml
 
 from seqops.config import Paths
 from seqops.features import store
 from seqops.features.sequences import write_user_features
-from tests.features.conftest import PG_ADMIN, events_frame, reachable
+from tests.features.conftest import events_frame
 
 
 def check_store_round_trip(paths: Paths, profile: str) -> None:
@@ -40,29 +36,6 @@ def check_store_round_trip(paths: Paths, profile: str) -> None:
 
 def test_local_profile(project):
     check_store_round_trip(Paths(project), "local")
-
-
-@pytest.fixture
-def scale_out_project(project):
-    if not (reachable(6379) and reachable(5432)):
-        pytest.skip("scale-out profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
-    import psycopg
-
-    suffix = uuid.uuid4().hex[:8]
-    database = f"seqops_feast_test_{suffix}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
-    profile = project / "feature_repo" / "profiles" / "scale_out" / "feature_store.yaml"
-    config = yaml.safe_load(profile.read_text())
-    config["project"] = f"seqops_test_{suffix}"  # own Redis keys and registry rows
-    config["registry"]["path"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-    profile.write_text(yaml.safe_dump(config))
-    yield project
-    try:
-        store.open_store(Paths(project), "scale_out").teardown()  # drops this project's Redis keys
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def test_scale_out_profile_on_real_redis_and_postgres(scale_out_project):
