@@ -128,9 +128,11 @@ def redis_keys(paths: Paths, users) -> list[bytes]:
     return [_redis_key(project, entity_key(int(u))) for u in users]
 
 
-def stored_online(paths: Paths, profile: str, users) -> dict:
-    """What the online store holds for these users, as stored: Feast's SQLite rows (all columns),
-    or each user's Redis hash."""
+def stored_online(paths: Paths, profile: str, users) -> dict[int, object]:
+    """What the online store holds for each user, as stored: the user's rows of Feast's SQLite
+    table (every column), or the user's Redis hash."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
     if profile == "scale_out":
         import redis
 
@@ -138,7 +140,12 @@ def stored_online(paths: Paths, profile: str, users) -> dict:
         return {int(u): client.hgetall(key) for u, key in zip(users, redis_keys(paths, users))}
     with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
         rows = conn.execute(f"SELECT * FROM seqops_{store.FEATURE_VIEW} ORDER BY entity_key, feature_name").fetchall()
-    return {"rows": rows}
+    keys = {serialize_entity_key(entity_key(int(u)), 3): int(u) for u in users}
+    out: dict[int, object] = {int(u): [] for u in users}
+    for row in rows:
+        if row[0] in keys:
+            out[keys[row[0]]].append(row)
+    return out
 
 
 def clear_online(paths: Paths, profile: str, users) -> None:
