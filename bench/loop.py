@@ -37,7 +37,7 @@ from seqops.features.synthetic import generate_batch  # noqa: E402
 from seqops.models.nets.sasrec import SASRecModel  # noqa: E402
 from seqops.models.training.train import train_model  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
-from tests.features.test_store import PG_ADMIN, reachable  # noqa: E402
+from tests.features.conftest import PG_ADMIN, reachable  # noqa: E402
 
 
 def feature_events(n_users: int, seed: int = 0) -> pd.DataFrame:
