@@ -158,13 +158,15 @@ def behaviour_profiles(events: pd.DataFrame, churn_days: float, top_categories: 
 
 
 def write_online(paths: Paths, store_profile: str = "local") -> int:
-    """The last profile run's rows into the Feast online store (`user_profile` view, Feast's own
-    `write_to_online_store`, in the store's batch size); returns the number of users written."""
+    """The last profile run's rows into the Feast online store (`user_profile` view, through
+    features/online_write.py as materialize writes, in the store's batch size); returns the number of users written."""
+    from seqops.features import online_write
     from seqops.features import store as feature_store
 
     table = pq.read_table(ProfileFiles.of(paths).table)
     store = feature_store.open_store(paths, store_profile)
-    feature_store.write_online_rows(store, table, feature_store.write_batch_rows(store), PROFILE_VIEW)
+    view = store.get_feature_view(PROFILE_VIEW)
+    online_write.write_rows(store, view, table, feature_store.write_batch_rows(store))
     return table.num_rows
 
 

@@ -2,9 +2,9 @@
 frames, online reads and pushes. The declarations themselves live in `feature_repo/`.
 
 Materialize is incremental: it writes the latest feature row of only those users whose latest row
-changed since the last run, through Feast's `write_to_online_store` (so online reads are exactly
-what Feast's own materialize gives), in large batches, and keeps what it wrote in a small state
-file per profile (`.seqops/feature_store/materialized-<profile>.parquet`).
+changed since the last run, in large batches, in the online store's own format (so online reads
+are exactly what Feast's own materialize gives; seqops/features/online_write.py), and keeps what
+it wrote in a small state file per profile (`.seqops/feature_store/materialized-<profile>.parquet`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqops.config import Paths
-from seqops.io import atomic_path, crash_point
+from seqops.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ def materialize(
 ) -> MaterializeResult:
     """Write the latest feature row (at or before `end`) of every user whose row changed since the
     last run into the online store; `full` rewrites every user."""
+    from seqops.features import online_write  # imports Feast, as open_store does
+
     started = time.perf_counter()
     store = open_store(paths, profile)
     end = end or datetime.now(timezone.utc)
@@ -103,7 +105,7 @@ def materialize(
     fingerprint = store_fingerprint(paths, profile, features)
     previous = None if full else read_materialized_state(state_path, fingerprint)
     changed = latest if previous is None else changed_rows(latest, previous)
-    write_online_rows(store, changed.drop(["row_hash"]), write_batch_rows(store))
+    online_write.write_rows(store, view, changed.drop(["row_hash"]), write_batch_rows(store))
     # Recorded like Feast's own materialize: `feast materialize-incremental` continues from `end`,
     # and a view left MATERIALIZING by an interrupted `feast materialize` becomes servable again.
     store.registry.apply_materialization(view, store.project, MATERIALIZE_START, end)
@@ -178,14 +180,6 @@ def changed_rows(latest: pa.Table, previous: pa.Table) -> pa.Table:
 
 def write_batch_rows(store) -> int:
     return store.config.materialization_config.online_write_batch_size or DEFAULT_WRITE_BATCH_ROWS
-
-
-def write_online_rows(store, rows: pa.Table, batch_rows: int, view: str = FEATURE_VIEW) -> None:
-    """Feast's own online write (`write_to_online_store`), one call per batch: SQLite commits each
-    batch in one transaction and Redis sends it through one pipeline."""
-    for offset in range(0, rows.num_rows, batch_rows):
-        store.write_to_online_store(view, df=rows.slice(offset, batch_rows).to_pandas())
-        crash_point("materialize-between-batches")
 
 
 def materialized_state_path(paths: Paths, profile: str) -> Path:

@@ -3,11 +3,13 @@ applied with the real `feast apply`."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pandas as pd
 import pytest
 
 from seqops.config import Paths
-from seqops.features import store
+from seqops.features import scale_out, store
 from seqops.features.sequences import write_user_features
 
 DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -62,3 +64,90 @@ def events_frame() -> pd.DataFrame:
             "session_id": [1, 1, 2, 3, 3],
         }
     )
+
+
+@pytest.fixture
+def scale_out_project(project):
+    """The project with its scale_out profile in a private namespace: its own registry database and
+    Redis keys (project name); skipped when the servers are not reachable."""
+    if not scale_out.services_up():
+        pytest.skip("scale-out profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
+    database = scale_out.isolate(project, "seqops_feast_test")
+    yield project
+    scale_out.remove(project, database)
+
+
+@pytest.fixture(params=["local", "scale_out"])
+def applied_profile(request) -> tuple[Paths, str]:
+    """A project with its feature repo applied, on SQLite (`local`) or on Redis (`scale_out`)."""
+    profile = request.param
+    paths = Paths(request.getfixturevalue("scale_out_project" if profile == "scale_out" else "project"))
+    build_features(paths, events_at([(1, 1, "0h")]))
+    store.apply(paths, profile)
+    return paths, profile
+
+
+def entity_key(user_id: int):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user_id)])
+
+
+def redis_keys(paths: Paths, users) -> list[bytes]:
+    """Feast's Redis key of each user in the scale_out profile's project."""
+    from feast.infra.online_stores.helpers import _redis_key
+
+    project = store.open_store(paths, "scale_out").config.project
+    return [_redis_key(project, entity_key(int(u))) for u in users]
+
+
+def stored_online(paths: Paths, profile: str, users) -> dict[int, object]:
+    """What the online store holds for each user, as stored: the user's rows of Feast's SQLite
+    table (every column), or the user's Redis hash."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    if profile == "scale_out":
+        import redis
+
+        client = redis.Redis("127.0.0.1", 6379)
+        return {int(u): client.hgetall(key) for u, key in zip(users, redis_keys(paths, users))}
+    with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
+        rows = conn.execute(f"SELECT * FROM seqops_{store.FEATURE_VIEW} ORDER BY entity_key, feature_name").fetchall()
+    keys = {serialize_entity_key(entity_key(int(u)), 3): int(u) for u in users}
+    out: dict[int, object] = {int(u): [] for u in users}
+    for row in rows:
+        if row[0] in keys:
+            out[keys[row[0]]].append(row)
+    return out
+
+
+def clear_online(paths: Paths, profile: str, users) -> None:
+    if profile == "scale_out":
+        import redis
+
+        redis.Redis("127.0.0.1", 6379).delete(*redis_keys(paths, users))
+        return
+    with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
+        conn.execute(f"DELETE FROM seqops_{store.FEATURE_VIEW}")
+
+
+def mark_online(paths: Paths, profile: str, user_id: int, n_events: int) -> None:
+    """Overwrite one stored value in place (nothing else of the row changes), to see whether a run
+    writes the user again."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    value = Value(int64_val=n_events).SerializeToString()
+    if profile == "scale_out":
+        import redis
+
+        field = _mmh3(f"{store.FEATURE_VIEW}:n_events")
+        redis.Redis("127.0.0.1", 6379).hset(redis_keys(paths, [user_id])[0], field, value)
+        return
+    with sqlite3.connect(paths.home / "feature_store" / "online.db") as conn:
+        conn.execute(
+            f"UPDATE seqops_{store.FEATURE_VIEW} SET value = ? WHERE entity_key = ? AND feature_name = 'n_events'",
+            (value, serialize_entity_key(entity_key(user_id), 3)),
+        )

@@ -1,6 +1,6 @@
-"""Incremental materialize on the real SQLite online store: only users whose latest row changed are
-written, untouched rows stay byte for byte, the rows equal Feast's own materialize, and neither a
-view left MATERIALIZING nor a killed run blocks the next training read."""
+"""Incremental materialize on the real SQLite online store (and on Redis): only users whose latest
+row changed are written, untouched rows stay byte for byte, the rows equal Feast's own materialize,
+and neither a view left MATERIALIZING nor a killed run blocks the next training read."""
 
 import os
 import signal
@@ -15,7 +15,7 @@ from feast.feature_view import FeatureViewState
 
 from seqops.config import Paths
 from seqops.features import store
-from tests.features.conftest import DAY0, build_features, events_at
+from tests.features.conftest import DAY0, build_features, events_at, mark_online, stored_online
 
 USERS = range(1, 6)
 EVENTS = [(u, 10 * u + k, f"{u}h{k}min") for u in USERS for k in range(3)]
@@ -115,3 +115,24 @@ def test_a_killed_materialize_blocks_no_read_and_the_next_run_writes_the_rest(fe
     again = store.materialize(feature_paths)
     assert (again.users_written, again.full) == (5, True)
     assert [v["n_events"] for v in online_by_user(feature_paths).values()] == [3] * 5
+
+
+def test_a_one_percent_batch_rewrites_only_its_users_on_sqlite_and_redis(applied_profile):
+    paths, profile = applied_profile
+    users = range(1, 201)
+    events = [(u, 1000 + u, f"{u % 23}h") for u in users]
+    build_features(paths, events_at(events))
+    assert store.materialize(paths, profile=profile).users_written == 200
+    for user in (7, 150):  # markers the next run overwrites only if it writes these users again
+        mark_online(paths, profile, user, n_events=999)
+    before = stored_online(paths, profile, users)
+
+    build_features(paths, events_at(events + [(1, 5, "23h"), (2, 6, "23h")]))  # 1% of the users come back
+    second = store.materialize(paths, profile=profile)
+
+    assert (second.users_written, second.users_total, second.full) == (2, 200, False)
+    after = stored_online(paths, profile, users)
+    assert [u for u in users if after[u] != before[u]] == [1, 2]  # the rest: same bytes, same event_ts
+    rows = store.online_features(store.open_store(paths, profile), [1, 2, 7, 150])
+    assert [list(r["last_items"]) for r in rows[:2]] == [[1001, 5], [1002, 6]]
+    assert [r["n_events"] for r in rows] == [2, 2, 999, 999]

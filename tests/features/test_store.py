@@ -2,10 +2,9 @@
 default (SQLite + file registry) and on the scale-out profile (Redis + PostgreSQL registry)."""
 
 import pandas as pd
-import pytest
 
 from seqops.config import Paths
-from seqops.features import scale_out, store
+from seqops.features import store
 from seqops.features.sequences import write_user_features
 from tests.features.conftest import events_frame
 
@@ -37,15 +36,6 @@ def check_store_round_trip(paths: Paths, profile: str) -> None:
 
 def test_local_profile(project):
     check_store_round_trip(Paths(project), "local")
-
-
-@pytest.fixture
-def scale_out_project(project):
-    if not scale_out.services_up():
-        pytest.skip("scale-out profile needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432")
-    database = scale_out.isolate(project, "seqops_feast_test")
-    yield project
-    scale_out.remove(project, database)
 
 
 def test_scale_out_profile_on_real_redis_and_postgres(scale_out_project):
