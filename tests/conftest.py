@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +50,37 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     subprocess.run([str(bin_dir / "dvc"), "init", "-q"], cwd=root, check=True)
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     return root
+
+
+def seqops_command(project: Path, *args: str) -> list[str]:
+    """The installed `seqops` CLI, run on `project`."""
+    return [str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)]
+
+
+def run_killed_at(step: str, cmd: list[str], cwd: Path, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run `cmd` with $SEQOPS_CRASH_AT=`step`; it must die by SIGKILL there (`seqops.io.crash_point`).
+    It runs in a process group of its own, and whatever it started and left running (Prefect's
+    ephemeral API server, a tool it was waiting on) is SIGKILLed after it, as a power cut would."""
+    from seqops.io import CRASH_ENV, tool_env
+
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**tool_env(), CRASH_ENV: step},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {step} (exit {proc.returncode}):\n{out[-5000:]}"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 @pytest.fixture
