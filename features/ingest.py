@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -39,7 +38,8 @@ from seqops.features.loaders import SYNTHETIC_COLUMNS, plan
 from seqops.features.quarantine import QUARANTINE_COLUMNS, file_entries, quarantine_table, reason_counts
 from seqops.features.reading import Reader, Rows
 from seqops.features.vocab import Known, first_row_category, item_categories, items_table, vocab_ids, vocab_table
-from seqops.io import atomic_path, file_md5
+from seqops.io import file_md5
+from seqops.publish import publishing, settle
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -80,6 +80,7 @@ def ingest(
     cannot be, e.g. a raw id under two ids).
     """
     the_plan = plan(fmt or p.format, Path(path), p)
+    settle_snapshot(paths)  # the vocabularies read next are one snapshot's
     erased = erasure.ErasureList.read(paths)  # users forgotten (`seqops forget-user`): dropped, not quarantined
     known = Known.read(paths)
     known = Known(erasure.known_users_without(known.users, erased), known.items)
@@ -101,18 +102,13 @@ def write_outputs(result: IngestResult, paths: Paths) -> dict:
 
     A result that kept no event is refused (IngestError) before anything is written. Events,
     quarantine, vocabularies, the metrics JSON (counts + stats), the manifest and, when
-    `ingest.data_report`, the Evidently data summary are written to temporary files beside their
-    places and renamed into place only once every one of them was written (the manifest last: it
-    names the events it came with). A failure on the way leaves the previous snapshot as it was.
+    `ingest.data_report`, the Evidently data summary are written to a staging folder and published
+    together (`seqops.publish`): a failure or a kill before the commit point leaves the previous
+    snapshot as it was, one after it is completed by the next ingest (`settle_snapshot`).
     """
     _check_publishable(result, paths)
-    with ExitStack() as stack:  # on leaving: every rename (in reverse order), or, on an error, none
-
-        def staged(path: Path) -> Path:
-            return stack.enter_context(atomic_path(path))
-
-        manifest_tmp = staged(lineage.manifest_path(paths))
-        events = staged(paths.events)
+    with publishing(staging_dir(paths), "ingest") as publication:
+        events = publication.stage(paths.events)
         # dictionary-encoded types stay in the file, not in its schema: readers get plain strings
         # no min/max statistics for the text columns: arrow computes them from every row's value
         pq.write_table(
@@ -123,16 +119,27 @@ def write_outputs(result: IngestResult, paths: Paths) -> dict:
             write_statistics=[c for c in EVENT_COLUMNS if c not in TEXT_EVENT_COLUMNS],
             column_encoding={c: "DELTA_BINARY_PACKED" for c in ("user_id", "ts", "session_id")},
         )
-        pq.write_table(result.quarantine_table, staged(paths.quarantine))
-        pq.write_table(result.users_table, staged(paths.vocab / "users.parquet"))
-        pq.write_table(result.items_table, staged(paths.vocab / "items.parquet"))
-        staged(paths.ingest_metrics).write_text(json.dumps(metrics_of(result), indent=2) + "\n")
+        pq.write_table(result.quarantine_table, publication.stage(paths.quarantine))
+        pq.write_table(result.users_table, publication.stage(paths.vocab / "users.parquet"))
+        pq.write_table(result.items_table, publication.stage(paths.vocab / "items.parquet"))
+        publication.stage(paths.ingest_metrics).write_text(json.dumps(metrics_of(result), indent=2) + "\n")
         manifest = lineage.manifest_of(result, paths, result.params, file_md5(events))
-        lineage.dump_manifest(manifest, manifest_tmp)
         if result.params.data_report:
             html, json_path = lineage.report_files(paths, manifest["events_md5"])
-            lineage.write_data_report(events, staged(html), staged(json_path))
+            lineage.write_data_report(events, publication.stage(html), publication.stage(json_path))
+        lineage.dump_manifest(manifest, publication.stage(lineage.manifest_path(paths)))  # last: it names the events
     return manifest
+
+
+def staging_dir(paths: Paths) -> Path:
+    """Where an ingest stages its outputs: beside the state folders, inside no DVC-tracked one."""
+    return paths.home / "staging" / "ingest"
+
+
+def settle_snapshot(paths: Paths) -> None:
+    """Complete an ingest publication a kill interrupted after its commit point (and drop what one
+    killed before it left), so what the next step reads is one whole snapshot."""
+    settle(staging_dir(paths))
 
 
 @dataclass

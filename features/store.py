@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from seqops.config import Paths
-from seqops.io import atomic_path
+from seqops.io import atomic_path, crash_point
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,11 @@ def materialize(
     previous = None if full else read_materialized_state(state_path, fingerprint)
     changed = latest if previous is None else changed_rows(latest, previous)
     online_write.write_rows(store, view, changed.drop(["row_hash"]), write_batch_rows(store))
+    crash_point("materialize-online-written")
     # Recorded like Feast's own materialize: `feast materialize-incremental` continues from `end`,
     # and a view left MATERIALIZING by an interrupted `feast materialize` becomes servable again.
     store.registry.apply_materialization(view, store.project, MATERIALIZE_START, end)
+    crash_point("materialize-registry-updated")
     write_materialized_state(state_path, latest.select(STATE_COLUMNS), fingerprint)
     result = MaterializeResult(changed.num_rows, latest.num_rows, time.perf_counter() - started, previous is None, end)
     log.info("materialize: %d of %d users written in %.1f s", result.users_written, result.users_total, result.seconds)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from seqops.config import SyntheticParams
+from seqops.io import atomic_path, crash_point
 
 BROWSE_TYPE = "view"  # the other event types act on the item the user is looking at
 
@@ -319,7 +320,9 @@ def write_batch(p: SyntheticParams, raw_dir: Path, batch: int = 0, chunk_users: 
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     path = raw_dir / f"batch-{batch:03d}.csv"
-    with open(path, "w", newline="") as fh:
+    # hidden until whole: a kill mid-write must not leave a partial batch for `retrain` to collect
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         for i, chunk in enumerate(iter_batch_chunks(p, batch, chunk_users)):
             chunk.to_csv(fh, index=False, header=i == 0)
+            crash_point("land-between-chunks")
     return path

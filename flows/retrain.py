@@ -19,7 +19,7 @@ from seqops.config import Params, Paths, load_params, project_paths
 from seqops.features import store as feature_store
 from seqops.features.profiles import ProfileFiles, write_online
 from seqops.features.synthetic import write_batch
-from seqops.io import tool_env
+from seqops.io import crash_point, file_md5, tool_env
 from seqops.models.release.gate import run_gate
 from seqops.models.release.registry import Registry
 from seqops.models.training.refit import refit_stage
@@ -65,8 +65,11 @@ def collect_landing(paths: Paths) -> list[str]:
     # every complete file, whatever its format (a file still being written is hidden: .name.part)
     for file in sorted(f for f in paths.landing.glob("*") if f.is_file() and not f.name.startswith(".")):
         target = paths.raw / file.name
+        if target.exists() and file_md5(target) == file_md5(file):
+            file.unlink()  # landed again by a rerun of a run killed after collecting it: already in
+            continue
         if target.exists():
-            raise FileExistsError(f"{file.name} is already in {paths.raw}: rename the landed file")
+            raise FileExistsError(f"{file.name} is already in {paths.raw} with other content: rename the landed file")
         file.rename(target)
         moved.append(file.name)
     get_run_logger().info("collected %d landed file(s): %s", len(moved), ", ".join(moved) or "none")
@@ -198,13 +201,16 @@ def retrain(project: str = ".", batch: int | None = None, drift: float | None = 
     if land:
         land_batch(params, paths, batch, drift)
     collect_landing(paths)
+    crash_point("retrain-collected")  # (the crash tests' steps: a rerun of the same command recovers)
     raw_version = snapshot_data(paths)
     repro(paths)
+    crash_point("retrain-before-push")
     push(paths)
     feature_store.apply(paths, params.features.store_profile)  # idempotent; the registry serves online reads
     version = register_candidate(paths, params, raw_version)
     decision = gate(paths, params, version)
     served = refit_if_approved(paths, params, version, decision, raw_version)
+    crash_point("retrain-before-promote")
     champion = promote_if_approved(paths, params, served, decision)
     materialize(paths, params.features.store_profile)
     profiles = profile_users(paths, params)

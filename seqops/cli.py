@@ -57,15 +57,14 @@ def ingest(
     from seqops.config import INGEST_FORMATS
     from seqops.features.ingest import counts_table, write_outputs
     from seqops.features.ingest import ingest as run_ingest
-    from seqops.features.lineage import data_report, write_manifest
+    from seqops.features.lineage import data_report
 
     params, paths = setup(project)
     if fmt is not None and fmt not in INGEST_FORMATS:
         fail(f"--format {fmt!r}: one of {', '.join(INGEST_FORMATS)}")
     started = time.perf_counter()
     result = run_ingest(path or paths.raw, params.ingest, paths, fmt=fmt)
-    write_outputs(result, paths)
-    manifest = write_manifest(result, paths, params.ingest)
+    manifest = write_outputs(result, paths)
     seconds = time.perf_counter() - started
     console.print(counts_table(result.counts), highlight=False)
     console.print(

@@ -53,6 +53,7 @@ def atomic_path(path: Path, *, mode: int = FILE_MODE) -> Iterator[Path]:
     (readers see the old file or the new one, never a partial one), on an exception it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphan_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -64,6 +65,25 @@ def atomic_path(path: Path, *, mode: int = FILE_MODE) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_orphan_temps(path: Path) -> None:
+    """Remove the temporary files of `path` that writers killed before their rename left (their
+    process is gone): each kill would otherwise leave one more beside the file."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:

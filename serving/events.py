@@ -40,12 +40,16 @@ class EventFolding:
             )
         return prepared
 
-    def push_prepared(self, prepared: "PreparedEvents") -> list[dict]:
-        """Fold the events into each user's online row (read current row, append, push)."""
+    def push_prepared(self, prepared: "PreparedEvents") -> list[dict] | None:
+        """Fold the events into each user's online row (read current row, append, push); None when
+        the feature store cannot be reached. The caller has landed the events already, so that is
+        no error to answer: a 5xx would have the client send them again, and ingest count them twice
+        (the next materialize brings the online rows up to date)."""
         if self.store is None:
             self._open_store()
         if self.store is None:
-            raise RequestError(503, f"feature store unavailable: {self.store_error}")
+            log.warning("feature store unavailable for /events: %s", self.store_error)
+            return None
         keys = {user: self.user_key(user) for user in prepared.by_user}
         try:
             current = self.store.get_online_features(
@@ -68,12 +72,10 @@ class EventFolding:
         except Exception as exc:  # noqa: BLE001 - landed already; the next retrain still sees them
             self.store_error = f"{type(exc).__name__}: {exc}"
             log.warning("feature store push failed: %s", self.store_error)
-            raise RequestError(
-                503, f"feature store unavailable: {self.store_error} (events were logged for the next retrain)"
-            ) from None
+            return None
         return summary
 
-    def push_events(self, events: list, received_at: float | None = None) -> list[dict]:
+    def push_events(self, events: list, received_at: float | None = None) -> list[dict] | None:
         return self.push_prepared(self.prepare_events(events, received_at))
 
 

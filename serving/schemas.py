@@ -297,6 +297,9 @@ class UserUpdate(IODescriptor):
 class EventsResponse(IODescriptor):
     accepted: int
     users: list[UserUpdate]
+    online: bool = Field(
+        True, description="false: landed, but the feature store was down; online rows catch up at the next materialize"
+    )
 
 
 class ForgetRequest(Strict):

@@ -292,7 +292,8 @@ class Recommender:
         `events[i].item_id`); a user the trained vocabulary does not know is kept under a
         provisional key (`new_user: true`) until the next retrain gives them an id. Ids with control
         characters, or starting with = + - @ (spreadsheet formulas), are refused with 400. A 200
-        means the events are in the landing log: the next retrain ingests them exactly once."""
+        means the events are in the landing log: the next retrain ingests them exactly once (also
+        with `online: false`: the feature store was down, the rows catch up at the next materialize)."""
         started = time.perf_counter()
         if request.refusal:
             return self._error("events", started, *request.refusal)
@@ -301,8 +302,9 @@ class Recommender:
         except RequestError as exc:
             return self._engine_error("events", started, exc, None)
         EVENTS.inc(len(request.events))
-        body = {"accepted": len(request.events), "users": summary}
-        self._log("events", started, {}, None)
+        body = {"accepted": len(request.events), "users": summary or [], "online": summary is not None}
+        down = {"fallback": True, "fallback_reason": "feature store unavailable"}  # the engine's reason
+        self._log("events", started, {} if body["online"] else down, None)
         return json_response(body)
 
     def _ingest_events(self, events: list) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,55 @@ def make_project(root: Path, overrides: dict | None = None) -> Path:
     subprocess.run([str(bin_dir / "dvc"), "init", "-q"], cwd=root, check=True)
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     return root
+
+
+def seqops_command(project: Path, *args: str) -> list[str]:
+    """The installed `seqops` CLI, run on `project`."""
+    return [str(Path(sys.executable).parent / "seqops"), *args, "--project", str(project)]
+
+
+def dvc(project: Path, *args: str) -> str:
+    """The real `dvc` in `project`; fails the test with its output on an error; returns stdout."""
+    from seqops.io import tool_env
+
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=project, env=tool_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def run_killed_at(step: str, cmd: list[str], cwd: Path, timeout: float = 1200) -> str:
+    """Run `cmd` with $SEQOPS_CRASH_AT=`step`; it must die by SIGKILL there (`seqops.io.crash_point`);
+    returns its output. It runs in a process group of its own, and whatever it started and left
+    running (Prefect's ephemeral API server, a tool it was waiting on) is SIGKILLed after it, as in
+    a power cut. (Its output goes to a file: an orphan holding a pipe open would block the read.)"""
+    import tempfile
+
+    from seqops.io import CRASH_ENV, tool_env
+
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env={**tool_env(), CRASH_ENV: step},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        out.seek(0)
+        output = out.read()
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {step} (exit {proc.returncode}):\n{output[-5000:]}"
+    return output
 
 
 @pytest.fixture

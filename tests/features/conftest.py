@@ -10,6 +10,7 @@ import pytest
 
 from seqops.config import Paths
 from seqops.features import scale_out, store
+from seqops.features.lineage import manifest_path
 from seqops.features.sequences import write_user_features
 
 DAY0 = pd.Timestamp("2026-01-01", tz="UTC")
@@ -151,3 +152,17 @@ def mark_online(paths: Paths, profile: str, user_id: int, n_events: int) -> None
             f"UPDATE seqops_{store.FEATURE_VIEW} SET value = ? WHERE entity_key = ? AND feature_name = 'n_events'",
             (value, serialize_entity_key(entity_key(user_id), 3)),
         )
+
+
+def snapshot_files(paths: Paths, reports: bool = True) -> dict[str, bytes]:
+    """Every file an ingest writes (with `reports`, the data reports too), by path; the vocabulary
+    folder whole, as DVC takes it (a stray file in it would be part of the snapshot)."""
+    files = [
+        paths.events,
+        paths.quarantine,
+        paths.ingest_metrics,
+        manifest_path(paths),
+        *sorted(paths.vocab.glob("*")),
+        *(sorted((paths.reports / "data").rglob("*")) if reports else []),
+    ]
+    return {str(f): f.read_bytes() for f in files if f.is_file()}

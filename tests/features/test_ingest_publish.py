@@ -10,10 +10,11 @@ import pytest
 
 from seqops.config import IngestParams, Paths, SyntheticParams
 from seqops.features.ingest import IngestError, ingest, write_outputs
-from seqops.features.lineage import data_report_dir, manifest_path
+from seqops.features.lineage import data_report_dir
 from seqops.features.synthetic import write_batch
 from seqops.io import file_md5
 from tests.conftest import make_project
+from tests.features.conftest import snapshot_files
 
 HEADER = "user_id,item_id,category,event_type,timestamp"
 T0 = 1767225600
@@ -23,19 +24,6 @@ KEPT_NOTHING = {  # each keeps no event
     "one-row.csv": [f"u1,i1,c1,view,{T0}"],
     "all-duplicates.csv": [f"u1,i1,c1,view,{T0}"] * 5,
 }
-
-
-def snapshot_files(paths: Paths) -> dict[str, bytes]:
-    """Every file an ingest writes (the data reports included), by path."""
-    files = [
-        paths.events,
-        paths.quarantine,
-        paths.ingest_metrics,
-        manifest_path(paths),
-        *sorted(paths.vocab.glob("*")),
-        *sorted((paths.reports / "data").rglob("*")),
-    ]
-    return {str(f): f.read_bytes() for f in files if f.is_file()}
 
 
 def seqops(project: Path, *args: str) -> subprocess.CompletedProcess:

@@ -137,3 +137,13 @@ def tiny_artifact(
     popularity = PopularityModel.from_counts(np.r_[0, ids[::-1]] if counts is None else counts)
     save_artifact(out, model, popularity, {"seed": seed}, items_path, reference)
     return out
+
+
+def check_consistent(registry, champion: str) -> None:
+    """Pointer readable, audit seqs 1..n, and the log's last champion move is the pointer's."""
+    history = registry.history()
+    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
+    moves = [e for e in history if e["action"] != "register"]
+    assert moves[-1]["version"] == champion == registry.champion()
+    for before, after in zip(moves, moves[1:]):
+        assert after["previous"] == before["version"], "a champion move lost the one before it"

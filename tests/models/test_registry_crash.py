@@ -13,6 +13,7 @@ from seqops.config import Paths
 from seqops.serving.champion import Champion
 from tests.models.registry_helpers import (
     approve,
+    check_consistent,
     child,
     drop,
     fake_artifact,
@@ -35,16 +36,6 @@ def two_versions(tmp_path, backend):
         approve(registry, v)
     registry.promote(v1, actor="setup")
     return registry, settings, v1, v2
-
-
-def check_consistent(registry, champion: str) -> None:
-    """Pointer readable, audit seqs 1..n, and the log's last champion move is the pointer's."""
-    history = registry.history()
-    assert [e["seq"] for e in history] == list(range(1, len(history) + 1))
-    moves = [e for e in history if e["action"] != "register"]
-    assert moves[-1]["version"] == champion == registry.champion()
-    for before, after in zip(moves, moves[1:]):
-        assert after["previous"] == before["version"], "a champion move lost the one before it"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

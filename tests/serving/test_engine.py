@@ -113,6 +113,22 @@ def test_events_extend_the_online_row_and_create_new_users(engine, params):
     assert not new_user["fallback"] and raw_item(9) not in new_user["items"]
 
 
+def test_events_while_the_feature_store_is_down_are_no_error(engine):
+    """The service lands the events before it pushes them: with the store down that is done, and a
+    5xx would only have the client send them again (ingest would count them twice)."""
+
+    class Down:
+        def get_online_features(self, **_):
+            raise ConnectionError("redis is gone")
+
+    store, engine.store = engine.store, Down()
+    try:
+        summary = engine.push_events([Event(user_id=raw_user(4), item_id=raw_item(1), event_type="view")])
+    finally:
+        engine.store = store
+    assert summary is None
+
+
 def test_unknown_item_in_events_is_refused_before_anything_is_written(engine):
     before = online(engine, 3)
     with pytest.raises(RequestError) as caught:
