@@ -320,6 +320,7 @@ class AnomalyParams(Section):
     )
     n_reasons: int = Field(3, ge=1, description="most reasons given per answer")
     seed: int = Field(0, description="the forest's and the sample's seed (same champion, same detector)")
+    alert_share: float = Field(0.05, gt=0, le=1, description="monitor: alert when more fresh users are flagged")
 
 
 class Params(Section):
