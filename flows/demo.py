@@ -48,7 +48,7 @@ def run_demo(project: Path, console: Console) -> None:
     registry = Registry.of_project(paths)
     user = most_active_user(project)
     with running_service(project) as url:
-        answer = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 10}, timeout=30).json()
+        answer = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 10, "explain": True}, timeout=30).json()
         profile = httpx.post(f"{url}/profile", json={"user_id": user}, timeout=30).json()
     champion = registry.champion()
     meta = registry.get(champion)
@@ -65,6 +65,7 @@ def run_demo(project: Path, console: Console) -> None:
         "reasons: " + " | ".join(second["reasons"]),
         f"service: answered on {url} (stopped); start it with `seqops serve` or `bentoml serve seqops.serving.service:Recommender`",
         f'sample: POST /recommend {{"user_id": "{user}", "k": 10}} → {answer["items"]} (model {answer["model_version"]}, fallback={answer["fallback"]})',
+        f"why {answer['items'][0]}? {answer['explanations'][0]['text']} (POST /recommend with explain: true)",
         f'sample: POST /profile {{"user_id": "{user}"}} → {profile_line(profile)}',
         f"segments: {second['profiles']['k']} for {second['profiles']['users']} users, report {second['profiles']['report']}",
         "",

@@ -4,11 +4,14 @@ training data using the gate's Evidently drift check, read the service's request
 dropped — more than `flows.max_fallback_share` of the answers came from the popularity fallback
 (users or items the champion does not know) — not only on the clock. The online hit rate (the
 share of fresh events whose item was in that user's latest earlier recommendation) is reported, and
-the segment sizes of the last profile runs (one per retrain, so one per landed batch) over time."""
+so is the share of the batch's fresh users the anomaly detector flags (models/anomaly.py), with an
+alert past `anomaly.alert_share` — an alert, not a retrain: bot traffic is not behaviour to learn —
+and the segment sizes of the last profile runs (one per retrain, so one per landed batch) over time."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 
 import numpy as np
@@ -18,7 +21,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from seqops.config import FlowParams, load_params, project_paths
 from seqops.features.profiles import segment_history
-from seqops.features.sequences import canonical_from_raw
+from seqops.features.sequences import canonical_from_raw, user_feature_table, user_summary
+from seqops.models.anomaly import AnomalyModel, windows_from_reference
 from seqops.models.release.drift import behaviour_drift
 from seqops.models.release.registry import Registry
 from seqops.models.training.artifact import Artifact
@@ -89,10 +93,8 @@ def trigger_retrain(project: str) -> str:
         return f"ran retrain inline: {retrain(project=project, land=False)['verdict']}"
 
 
-def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict | None:
-    """The gate's drift check of landed raw events vs the champion's training data; None when there
-    are too few fresh users to judge (`flows.monitor_min_users`)."""
-    artifact = Artifact.load(Registry.of_project(paths).model_dir(champion))
+def fresh_and_known(paths, params, artifact: Artifact, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The landed raw events in the champion's id space, and the events already ingested."""
     items, users = artifact.items(), pd.read_parquet(paths.vocab / "users.parquet")
     fresh = canonical_from_raw(
         raw,
@@ -100,9 +102,15 @@ def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict 
         dict(zip(items["raw_id"].astype(str), items["item_id"])),
         params.ingest.session_gap_s,
     )
+    known = pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type", "session_id"])
+    return fresh, known
+
+
+def behaviour_drift_of(paths, params, artifact: Artifact, fresh: pd.DataFrame, known: pd.DataFrame) -> dict | None:
+    """The gate's drift check of landed events vs the champion's training data; None when there
+    are too few fresh users to judge (`flows.monitor_min_users`)."""
     if fresh["user_id"].nunique() < params.flows.monitor_min_users:
         return None
-    known = pd.read_parquet(paths.events, columns=["user_id", "item_id", "ts", "event_type", "session_id"])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     # same_span: landed events cover hours or days, the champion's data weeks — compare stretches of equal length
     drift = behaviour_drift(
@@ -114,6 +122,28 @@ def behaviour_drift_of(paths, params, champion: str, raw: pd.DataFrame) -> dict 
         same_span=True,
     )
     return {**drift, "users": int(fresh["user_id"].nunique())}
+
+
+def flagged_share(params, artifact: Artifact, fresh: pd.DataFrame, known: pd.DataFrame) -> dict | None:
+    """The batch's fresh users scored as /anomaly scores them (their feature rows after these
+    events): the share flagged, and an alert past `anomaly.alert_share` (the threshold flags
+    `anomaly.contamination` of usual users). None when there are too few fresh users to judge."""
+    users = fresh["user_id"].unique()
+    if len(users) < params.flows.monitor_min_users:
+        return None
+    events = pd.concat([known[known["user_id"].isin(users)], fresh], ignore_index=True)
+    rows = user_summary(user_feature_table(events, params.features.max_len).to_pandas())
+    answers = AnomalyModel.for_artifact(artifact, params.anomaly).score(windows_from_reference(rows))
+    flagged = [a for a in answers if a["flagged"]]
+    share = len(flagged) / len(answers)
+    reasons = Counter(a["reasons"][0]["feature"] for a in flagged if a["reasons"])
+    return {
+        "users": len(answers),
+        "flagged": len(flagged),
+        "flagged_share": share,
+        "alert": share > params.anomaly.alert_share,
+        "top_reasons": dict(reasons.most_common(3)),
+    }
 
 
 def promoted_at(registry: Registry, version: str) -> pd.Timestamp | None:
@@ -165,6 +195,14 @@ def monitor_markdown(result: dict, drift: dict | None, params) -> str:
             f"Evidently report: `{drift['html']}`",
             "",
         ]
+    anomalies = result.get("anomalies")
+    if anomalies is not None:
+        lines += [
+            f"{'**ANOMALY ALERT**: ' if anomalies['alert'] else ''}{anomalies['flagged']} of {anomalies['users']} "
+            f"fresh users flagged by the anomaly detector ({anomalies['flagged_share']:.1%}; alert above "
+            f"{params.anomaly.alert_share:.0%}), top reasons {anomalies['top_reasons']}",
+            "",
+        ]
     lines.append(
         f"Serving since the promote: {quality['answers']} answers from {quality['clients']} clients, fallback share {quality['fallback_share']:.1%} "
         f"(max {params.flows.max_fallback_share:.0%}), online hit rate {quality['hit_rate']} "
@@ -190,7 +228,14 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
         read_requests(paths.logs / "requests", promoted_at(registry, champion)), raw, params.flows.fallback_per_client
     )
     quality_drop = quality_dropped(quality, params.flows)
-    drift = behaviour_drift_of(paths, params, champion, raw) if files else None
+    drift = anomalies = None
+    if files:
+        artifact = Artifact.load(registry.model_dir(champion))
+        fresh, known = fresh_and_known(paths, params, artifact, raw)
+        drift = behaviour_drift_of(paths, params, artifact, fresh, known)
+        anomalies = flagged_share(params, artifact, fresh, known)
+        if anomalies is not None and anomalies["alert"]:
+            logger.warning("anomaly alert: %.1f%% of the fresh users flagged", 100 * anomalies["flagged_share"])
     if drift is not None and drift["dataset_drift"]:
         status = "drift"
     elif quality_drop:
@@ -205,6 +250,7 @@ def monitor(project: str = ".", trigger: bool = True) -> dict:
         "quality": quality,
         "action": action,
         "segments": segment_sizes(paths),
+        "anomalies": anomalies,
         **(
             {
                 "users": drift["users"],

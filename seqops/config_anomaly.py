@@ -15,7 +15,9 @@ class AnomalyParams(Section):
     champion's surprise, fitted on the champion's training users when the service loads it."""
 
     detector: Literal["isolation_forest"] = Field("isolation_forest", description="the unsupervised detector")
-    contamination: float = Field(0.01, gt=0, lt=0.5, description="the threshold flags this share of the training users")
+    contamination: float = Field(
+        0.005, gt=0, lt=0.5, description="the threshold flags this share of the training users"
+    )
     window: int = Field(10, ge=3, le=200, description="behaviour and surprise over each user's last N events")
     n_estimators: int = Field(200, gt=0, description="trees in the forest")
     max_fit_users: int = Field(
@@ -23,3 +25,4 @@ class AnomalyParams(Section):
     )
     n_reasons: int = Field(3, ge=1, description="most reasons given per answer")
     seed: int = Field(0, description="the forest's and the sample's seed (same champion, same detector)")
+    alert_share: float = Field(0.05, gt=0, le=1, description="monitor: alert when more fresh users are flagged")

@@ -127,13 +127,13 @@ class Champion:
         """[B, n_items + 1] float32 for dense-id histories, newest last: items this champion never saw
         are dropped (an older champion serves newer data); a model that embeds event types gets them
         (missing or misaligned types count as unknown)."""
-        return self.artifact.scores(histories, types=self._type_ids(histories, types))
+        return self.artifact.scores(histories, types=self.type_ids(histories, types))
 
     def head(self, name: str, histories: list[np.ndarray], types: list[list[str]]) -> np.ndarray:
         """Logits of the next_action ([B, n_types]) or churn ([B]) head, unknown items dropped as above."""
-        return self.artifact.head_scores(name, histories, self._type_ids(histories, types))
+        return self.artifact.head_scores(name, histories, self.type_ids(histories, types))
 
-    def _type_ids(self, histories: list[np.ndarray], types: list[list[str]] | None) -> list[np.ndarray] | None:
+    def type_ids(self, histories: list[np.ndarray], types: list[list[str]] | None) -> list[np.ndarray] | None:
         if not self.event_types:
             return None
         index = {t: i + 1 for i, t in enumerate(self.event_types)}

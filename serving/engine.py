@@ -34,6 +34,7 @@ from seqops.models.training.evaluate import model_metrics
 from seqops.serving.champion import Champion
 from seqops.serving.errors import RequestError
 from seqops.serving.events import EventFolding
+from seqops.serving.explain import explain_answers
 from seqops.serving.explore import Exploring
 from seqops.serving.follower import ChampionFollower
 from seqops.serving.vocab import ServedVocabulary
@@ -250,7 +251,7 @@ class Engine(EventFolding, Exploring):
     def finish(
         self, champion: Champion, requests: list, queries: list, personal: list, matrix: np.ndarray | None
     ) -> list:
-        """Scores → answers (matrix rows follow `personal`; None = the model failed)."""
+        """Scores → answers (matrix rows follow `personal`; None = the model failed), explained where asked."""
         if matrix is None:
             for q in personal:
                 q.fallback_reason = "model error"
@@ -264,7 +265,7 @@ class Engine(EventFolding, Exploring):
                 out.append(self._answer(champion, req, q, scores.get(id(q))))
             except RequestError as exc:
                 out.append(exc)
-        return out
+        return explain_answers(champion, self.vocab, requests, queries, out)  # only where `explain` is asked
 
     def _answer(self, champion: Champion, req, q: Query, row: np.ndarray | None) -> dict:
         if req.category is not None and req.category not in champion.category_masks:

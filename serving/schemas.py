@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from seqops.config import ConfigError, Params, load_params, project_paths
+from seqops.serving.explain import ItemExplanation
 
 
 def _params() -> Params:
@@ -221,6 +222,7 @@ class RecommendRequest(HistoryRequest):
     k: int = Field(SERVING.default_k, ge=1, le=SERVING.max_k, description="how many items")
     exclude_seen: bool = Field(SERVING.exclude_seen, description="leave out items already in the history")
     category: Optional[Text] = Field(None, description="only items of this category")
+    explain: bool = Field(False, description="also say which history events drove each item (serving/explain.py)")
 
 
 class RecommendResponse(IODescriptor):
@@ -233,6 +235,7 @@ class RecommendResponse(IODescriptor):
     propensities: Optional[list[float]] = Field(
         None, description="only when exploring (serving.explore): P(each shown item was shown), as logged"
     )
+    explanations: Optional[list[ItemExplanation]] = Field(None, description="only with explain: true, one per item")
 
 
 class NextActionResponse(IODescriptor):

@@ -1,11 +1,17 @@
-"""The monitor's view of serving: the request log and the online hit rate."""
+"""The monitor's view of serving: the request log, the online hit rate and the flagged share."""
 
 import json
 
+import numpy as np
 import pandas as pd
+import torch
 
-from seqops.config import FlowParams
-from seqops.flows.monitor import quality_dropped, serving_quality
+from seqops.config import FlowParams, ModelParams, Params
+from seqops.features.sequences import user_feature_table, user_summary
+from seqops.flows.monitor import flagged_share, quality_dropped, serving_quality
+from seqops.models.nets.baselines import PopularityModel
+from seqops.models.nets.sasrec import SASRecModel
+from seqops.models.training.artifact import Artifact, save_artifact
 from seqops.serving.logs import read_requests
 
 
@@ -110,3 +116,56 @@ def test_request_log_lines_without_a_client_count_as_one_unknown_client(tmp_path
     log = tmp_path / "requests"
     write_log(log, "2026-01-02", [request_line("2026-01-02T10:00:00", "u1", ["a"], fallback=True)])
     assert read_requests(log)["client"].tolist() == ["unknown"]
+
+
+def canonical(
+    users: dict[int, list[int]], start: pd.Timestamp, per_session: dict[int, int], gap_s: float
+) -> pd.DataFrame:
+    """Canonical events (user_id, item_id, ts, event_type, session_id): `per_session[u]` events a
+    session, `gap_s` apart, sessions two hours apart."""
+    rows = [
+        {
+            "user_id": u,
+            "item_id": i,
+            "ts": start + pd.Timedelta(seconds=gap_s * k + 7200 * (k // per_session[u])),
+            "event_type": "view",
+            "session_id": int(start.timestamp()) + 1000 * u + k // per_session[u],
+        }
+        for u, items in users.items()
+        for k, i in enumerate(items)
+    ]
+    return pd.DataFrame(rows).astype({"ts": "datetime64[us, UTC]"})
+
+
+def test_monitor_reports_the_flagged_share_of_a_batch_and_alerts(tmp_path):
+    """Fresh events of usual users: few flagged, no alert; the same users then run a click bot
+    (random items, a second apart): most flagged, alert."""
+    n_items, rng = 200, np.random.default_rng(0)
+
+    home = {u: int(rng.integers(10)) for u in range(1, 201)}  # item i is in category i % 10
+    per_session = {u: int(rng.integers(3, 8)) for u in home}
+
+    def usual(u: int, n: int) -> list[int]:  # popular items of the user's home category
+        return (10 * np.minimum(rng.geometric(0.2, n), 19) + home[u]).tolist()
+
+    train = {u: usual(u, int(rng.integers(8, 20))) for u in home}
+    known = canonical(train, pd.Timestamp("2026-01-01", tz="UTC"), per_session, 60.0)
+    items = pd.DataFrame({"raw_id": [str(i) for i in range(1, n_items + 1)], "item_id": range(1, n_items + 1)})
+    items.assign(category=[f"c{i % 10}" for i in range(1, n_items + 1)]).to_parquet(tmp_path / "items.parquet")
+    reference = user_summary(user_feature_table(known, 30).to_pandas())
+    torch.manual_seed(0)
+    model = SASRecModel.from_params(n_items, 30, ModelParams(hidden_size=16, num_layers=1, num_heads=2))
+    counts = np.bincount(known["item_id"], minlength=n_items + 1)
+    save_artifact(tmp_path / "m", model, PopularityModel.from_counts(counts), {}, tmp_path / "items.parquet", reference)
+    artifact, params = Artifact.load(tmp_path / "m"), Params()
+    later = known["ts"].max() + pd.Timedelta(days=1)
+    calm = flagged_share(
+        params, artifact, canonical({u: usual(u, 10) for u in range(1, 101)}, later, per_session, 60.0), known
+    )
+    assert calm["users"] == 100 and calm["flagged_share"] <= params.anomaly.alert_share and not calm["alert"]
+    bots = canonical(
+        {u: rng.integers(1, n_items + 1, 10).tolist() for u in range(1, 101)}, later, {u: 10 for u in home}, 1.0
+    )
+    alarmed = flagged_share(params, artifact, bots, known)
+    assert alarmed["flagged_share"] > 0.5 and alarmed["alert"] and alarmed["top_reasons"]
+    assert flagged_share(params, artifact, bots[bots["user_id"] <= 5], known) is None  # too few fresh users to judge

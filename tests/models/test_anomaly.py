@@ -131,3 +131,39 @@ def test_a_feature_constant_in_training_still_flags_a_departure_from_it():
     looped = pd.DataFrame({"surprise_nll": [6.0], "cycle_share": [1.0]})
     assert detector.scores(looped)[0] > detector.threshold
     assert detector.reasons(looped, 3)[0][0]["feature"] == "cycle_share"
+
+
+def test_a_change_of_person_raises_the_change_signals_and_the_score(detector):
+    """A user's latest five events replaced by someone else's, in categories the user never visits."""
+    rng = np.random.default_rng(5)
+    users = [normal_user(rng) for _ in range(40)]
+    foreign = [
+        1 + (int(u.items[0] - 1) % N_CATEGORIES + 5) % N_CATEGORIES + N_CATEGORIES * rng.integers(0, 5, 5)
+        for u in users
+    ]
+    taken = [
+        UserWindow(np.r_[u.items[:-5], f].astype(np.int64), u.n_events, u.n_sessions, u.secs_since_prev)
+        for u, f in zip(users, foreign)
+    ]
+    before, after = detector.features(users), detector.features(taken)
+    for signal in ("category_novelty", "category_shift", "switch_llr"):
+        assert after[signal].mean() > before[signal].mean(), signal
+    assert np.mean(detector.detector.scores(after)) > np.mean(detector.detector.scores(before))
+
+
+def test_only_the_suspicious_side_counts(detector):
+    """Items more popular than anyone's are not a reason (bots pick rare ones)."""
+    popular = UserWindow(np.array([1, 11, 21, 1, 11, 21, 1, 11, 31, 41], dtype=np.int64), 10, 2, 60.0)
+    z = detector.detector.z(detector.features([popular]))[0]
+    assert z[detector.names.index("log_popularity")] == 0.0
+
+
+def test_training_users_popularity_leaves_their_own_events_out():
+    """A training user's items are counted in the training counts: read as a new user would see them."""
+    from seqops.models.anomaly import behaviour
+
+    counts = np.zeros(N_ITEMS + 1)
+    counts[[3, 4]] = [1.0, 5.0]  # item 3: only this user; item 4: this user and four more
+    window = UserWindow(np.array([3, 4], dtype=np.int64), 2, 1, 10.0)
+    assert behaviour(window, 10, None, counts, counted=True)["log_popularity"] == pytest.approx(np.log1p(4) / 2)
+    assert behaviour(window, 10, None, counts)["log_popularity"] == pytest.approx((np.log1p(1) + np.log1p(5)) / 2)
