@@ -34,8 +34,8 @@ from seqops.features import store  # noqa: E402
 from seqops.features.sequences import write_user_features  # noqa: E402
 from seqops.models.training.splits import target_entities  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
-from tests.features.test_spark_profile import comparable, isolate_profile, stop_spark  # noqa: E402
 from tests.features.conftest import reachable  # noqa: E402
+from tests.features.test_spark_profile import comparable, isolate_profile, stop_spark  # noqa: E402
 
 
 def timed_frame(paths: Paths, entities: pd.DataFrame, profile: str) -> tuple[pd.DataFrame, float]:
