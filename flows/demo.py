@@ -1,5 +1,6 @@
 """`seqops demo`: run the retrain flow on a first batch, again on a drifted batch, then start the
-real BentoML HTTP service, ask it for a recommendation and a profile, and say where everything landed."""
+real BentoML HTTP service, ask it for an explained recommendation, a profile and an anomaly score,
+and say where everything landed."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ def profile_line(answer: dict) -> str:
     )
 
 
+def anomaly_line(answer: dict) -> str:
+    """An /anomaly answer in one line: the score against the threshold and the strongest signals."""
+    if answer.get("fallback", True):
+        return f"fallback: {answer.get('fallback_reason') or answer.get('error')}"
+    reasons = "; ".join(r["description"] for r in answer["reasons"][:2])
+    flagged = "FLAGGED" if answer["flagged"] else "not flagged"
+    return f"score {answer['score']:.3f} vs threshold {answer['threshold']:.3f} → {flagged} ({reasons})"
+
+
 def run_demo(project: Path, console: Console) -> None:
     started = time.monotonic()
     first = retrain(project=str(project), batch=0, drift=0.0)
@@ -50,6 +60,7 @@ def run_demo(project: Path, console: Console) -> None:
     with running_service(project) as url:
         answer = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 10, "explain": True}, timeout=30).json()
         profile = httpx.post(f"{url}/profile", json={"user_id": user}, timeout=30).json()
+        anomaly = httpx.post(f"{url}/anomaly", json={"user_id": user}, timeout=120).json()  # fits at first call
     champion = registry.champion()
     meta = registry.get(champion)
     evaluation = json.loads(paths.eval_metrics.read_text())
@@ -67,6 +78,7 @@ def run_demo(project: Path, console: Console) -> None:
         f'sample: POST /recommend {{"user_id": "{user}", "k": 10}} → {answer["items"]} (model {answer["model_version"]}, fallback={answer["fallback"]})',
         f"why {answer['items'][0]}? {answer['explanations'][0]['text']} (POST /recommend with explain: true)",
         f'sample: POST /profile {{"user_id": "{user}"}} → {profile_line(profile)}',
+        f'sample: POST /anomaly {{"user_id": "{user}"}} → {anomaly_line(anomaly)}',
         f"segments: {second['profiles']['k']} for {second['profiles']['users']} users, report {second['profiles']['report']}",
         "",
         "look at each piece in its own tool:",
